@@ -1,0 +1,42 @@
+/* backend.h - the vtable every backend implements.  GPU APIs are dlopened
+ * inside their backend, so the runtime builds and runs without them. */
+#ifndef TQ_BACKEND_H
+#define TQ_BACKEND_H
+
+#include "source.h"
+#include "tq.h"
+
+typedef struct tq_backend_ops {
+  const char *name;
+  const char *binary_kind; /* what the JIT cache stores: "so", "cubin", ... */
+  /* Is the backend usable here?  Fills err with what is missing. */
+  tq_status (*probe)(char *err, size_t errn);
+  tq_status (*open)(void **state, char *err, size_t errn);
+  void (*close)(void *state);
+  /* Source for a variant (all ops): the backend's emitter. */
+  tq_status (*emit)(const tq_variant *v, tqg_source *out, char *err, size_t errn);
+  /* JIT: source -> binary image (malloc'd), suitable for the disk cache. */
+  tq_status (*compile)(void *state, const tq_variant *v, const tqg_source *src,
+                       void **binary, size_t *size, char *err, size_t errn);
+  /* Binary image -> loaded module. */
+  tq_status (*load)(void *state, const tq_variant *v, const void *binary,
+                    size_t size, void **module, char *err, size_t errn);
+  /* AOT entry -> loaded module. */
+  tq_status (*load_aot)(void *state, const tq_dispatch_entry *e, void **module,
+                        char *err, size_t errn);
+  void (*unload)(void *state, void *module);
+  tq_status (*alloc)(void *state, size_t bytes, void **mem);
+  void (*free)(void *state, void *mem);
+  tq_status (*write)(void *state, void *mem, size_t off, const void *src, size_t n);
+  tq_status (*read)(void *state, const void *mem, size_t off, void *dst, size_t n);
+  /* Host address of device memory, or NULL when not host-visible. */
+  void *(*host_ptr)(void *state, void *mem);
+  size_t (*workspace)(void *state, void *module, tq_op op, const tq_kargs *a);
+  tq_status (*launch)(void *state, void *module, tq_op op, const tq_kargs *a,
+                      char *err, size_t errn);
+  tq_status (*sync)(void *state);
+} tq_backend_ops;
+
+extern const tq_backend_ops tq_backend_c;
+
+#endif

@@ -1,0 +1,21 @@
+/* emit.h - emitters: one per backend, variant -> source text.  Used by the
+ * tqgen CLI (AOT) and by the runtime's JIT, so both produce the same bytes
+ * for the same variant. */
+#ifndef TQG_EMIT_H
+#define TQG_EMIT_H
+
+#include "core/tq_types.h"
+#include "source.h"
+
+/* Embedded text of a file under templates/ (or runtime/tq_abi.h as "abi"). */
+const char *tqg_template(const char *name);
+
+/* Symbol prefix of a variant's C functions: "tqk_<canonical name>". */
+void tqg_c_symbol(const tq_variant *v, char *buf, size_t n);
+
+/* The portable C source of every op of one variant.  origin names the spec
+ * (or "jit") in the header comment. */
+tq_status tqg_emit_c(const tq_variant *v, const char *origin, tqg_source *out,
+                     char *err, size_t errn);
+
+#endif
