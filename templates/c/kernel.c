@@ -15,6 +15,10 @@
 #define TQ_QUERY_TILE 16 /* query rows (token, head) sharing one pass */
 
 /* ---- activations ------------------------------------------------------ */
+/* f16 <-> f32: f16 activations, raw-f16 outliers (TQ_OB 16 implies
+ * TQ_O > 0) and minmax scales; other variants would warn of unused
+ * functions. */
+#if TQ_DTYPE == TQ_DTYPE_F16 || TQ_OB == 16 || TQ_VMINMAX
 static float tq_half_to_float(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu,
            man = h & 0x3FFu, u;
@@ -56,6 +60,7 @@ static uint16_t tq_float_to_half(float f) {
   if (rem > 0x1000u || (rem == 0x1000u && (half & 1))) half++;
   return (uint16_t)(sign | half);
 }
+#endif
 
 #if TQ_DTYPE == TQ_DTYPE_F32
 typedef float tq_act;

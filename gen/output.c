@@ -1,0 +1,231 @@
+/* output.c - the generated tree: <dir>/<backend>/<variant>.<ext>,
+ * <dir>/<family>_dispatch.{c,h} and <dir>/manifest.json. */
+#define _POSIX_C_SOURCE 200809L
+#include "output.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "clang_check.h"
+#include "core/core.h"
+#include "emit.h"
+
+unsigned tqg_emittable_backends(void) { return 1u << TQG_BACKEND_C; }
+
+static tq_status make_dir(const char *path, char *err, size_t errn) {
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%s", path);
+  for (char *p = buf + 1;; p++) {
+    if (*p && *p != '/') continue;
+    char c = *p;
+    *p = 0;
+    if (mkdir(buf, 0755) && errno != EEXIST) {
+      snprintf(err, errn, "cannot create folder %s: %s", buf, strerror(errno));
+      return TQ_ERR_IO;
+    }
+    if (!c) break;
+    *p = c;
+  }
+  return TQ_OK;
+}
+
+/* Writes through a temporary file and a rename, so an interrupted run never
+ * leaves a half-written file behind. */
+static tq_status write_file(const char *dir, const char *rel, const char *text,
+                            size_t len, char *err, size_t errn) {
+  char path[1200], tmp[1300];
+  snprintf(path, sizeof path, "%s/%s", dir, rel);
+  snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+  FILE *f = fopen(tmp, "wb");
+  int ok = f && fwrite(text, 1, len, f) == len;
+  if (f) ok = !fclose(f) && ok;
+  if (!ok || rename(tmp, path)) {
+    snprintf(err, errn, "cannot write %s: %s", path, strerror(errno));
+    remove(tmp);
+    return TQ_ERR_IO;
+  }
+  return TQ_OK;
+}
+
+static const char *method_name(tq_value_method m) {
+  return m == TQ_VALUE_MINMAX ? "minmax" : "tq";
+}
+
+static cJSON *variant_json(const tq_variant *v) {
+  char name[160], hash[24];
+  tqg_variant_name(v, name, sizeof name);
+  snprintf(hash, sizeof hash, "%016llx", (unsigned long long)tqg_variant_hash(v));
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "name", name);
+  cJSON_AddStringToObject(j, "hash", hash);
+  cJSON_AddNumberToObject(j, "head_dim", v->head_dim);
+  cJSON_AddNumberToObject(j, "group", v->group);
+  cJSON_AddNumberToObject(j, "key_bits", v->key_bits);
+  cJSON_AddNumberToObject(j, "value_bits", v->value_bits);
+  cJSON_AddStringToObject(j, "value_method", method_name(v->value_method));
+  if (v->value_method == TQ_VALUE_MINMAX)
+    cJSON_AddNumberToObject(j, "value_group", v->value_group);
+  cJSON *o = cJSON_AddObjectToObject(j, "outliers");
+  cJSON_AddNumberToObject(o, "count", v->outlier_count);
+  cJSON_AddNumberToObject(o, "bits", v->outlier_count ? v->outlier_bits : 0);
+  cJSON_AddBoolToObject(j, "qjl", v->qjl);
+  cJSON_AddBoolToObject(j, "norm_correction", v->norm_correction);
+  snprintf(hash, sizeof hash, "%llu", (unsigned long long)v->seed);
+  cJSON_AddStringToObject(j, "seed", hash);
+  cJSON_AddStringToObject(j, "dtype", tqg_dtype_name(v->dtype));
+  cJSON_AddStringToObject(j, "layout", v->layout == TQ_PAGED ? "paged" : "contiguous");
+  if (v->layout == TQ_PAGED) cJSON_AddNumberToObject(j, "block_size", v->block_size);
+  tq_slot_layout kl, vl;
+  tqg_key_layout(v, &kl);
+  tqg_value_layout(v, &vl);
+  int bpt = kl.bytes + vl.bytes;
+  cJSON_AddNumberToObject(j, "key_slot_bytes", kl.bytes);
+  cJSON_AddNumberToObject(j, "value_slot_bytes", vl.bytes);
+  cJSON_AddNumberToObject(j, "bytes_per_token_per_kv_head", bpt);
+  /* Rounded so the JSON text is stable across printf implementations. */
+  cJSON_AddNumberToObject(j, "bits_per_coord", (double)(long)(tqg_bits_per_coord(v) * 1000 + 0.5) / 1000);
+  double ratio = 4.0 * v->head_dim / bpt; /* f16 K + V: 2 * d * 2 bytes */
+  cJSON_AddNumberToObject(j, "compression_vs_f16", (double)(long)(ratio * 1000 + 0.5) / 1000);
+  return j;
+}
+
+static tq_status emit_c_file(const tqg_spec *spec, const tq_variant *v,
+                             const char *dir, const char *rel, char *err,
+                             size_t errn) {
+  tqg_source src;
+  tqg_source_init(&src);
+  tq_status st = tqg_emit_c(v, spec->file, &src, err, errn);
+  if (!st) st = tqg_clang_check(&src, rel, TQG_LANG_C, err, errn);
+  if (!st) st = write_file(dir, rel, src.text, src.len, err, errn);
+  tqg_source_free(&src);
+  return st;
+}
+
+tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
+                            char *err, size_t errn) {
+  char rel[300], name[160], sym[200];
+  tq_status st = make_dir(o->dir, err, errn);
+  int do_c = (o->backends >> TQG_BACKEND_C) & 1;
+  if (!st && do_c) {
+    snprintf(rel, sizeof rel, "%s/c", o->dir);
+    st = make_dir(rel, err, errn);
+  }
+  if (st) return st;
+  tqg_source h, c;
+  tqg_source_init(&h);
+  tqg_source_init(&c);
+  cJSON *root = cJSON_CreateObject(), *files = cJSON_CreateArray();
+  cJSON_AddStringToObject(root, "generator", "tqgen");
+  cJSON_AddStringToObject(root, "version", TQ_GENERATOR_VERSION);
+  cJSON_AddStringToObject(root, "spec", spec->file);
+  cJSON_AddStringToObject(root, "family", spec->family);
+  cJSON *models = cJSON_AddArrayToObject(root, "models");
+  for (int i = 0; i < spec->n_models; i++) {
+    const tqg_model *m = &spec->models[i];
+    cJSON *mj = cJSON_CreateObject();
+    cJSON_AddStringToObject(mj, "name", m->name);
+    cJSON_AddNumberToObject(mj, "head_dim", m->head_dim);
+    cJSON_AddNumberToObject(mj, "q_heads", m->q_heads);
+    cJSON_AddNumberToObject(mj, "kv_heads", m->kv_heads);
+    cJSON_AddItemToArray(models, mj);
+  }
+  cJSON *variants = cJSON_AddArrayToObject(root, "variants");
+
+  const char *fam = spec->family;
+  tqg_source_printf(&h,
+      "/* Generated by tqgen %s from %s - do not edit. */\n"
+      "#ifndef TQ_DISPATCH_%s_H\n#define TQ_DISPATCH_%s_H\n\n"
+      "#include \"tq_dispatch.h\"\n\n", TQ_GENERATOR_VERSION, spec->file, fam, fam);
+  tqg_source_printf(&c,
+      "/* Generated by tqgen %s from %s - do not edit.\n"
+      " * Register with tq_register(backend, &tq_dispatch_%s). */\n"
+      "#include \"%s_dispatch.h\"\n\n", TQ_GENERATOR_VERSION, spec->file, fam, fam);
+  for (int i = 0; i < spec->n_variants && do_c; i++) {
+    tqg_c_symbol(&spec->variants[i], sym, sizeof sym);
+    for (int op = 0; op < TQ_OP_COUNT; op++)
+      tqg_source_printf(&h, "int %s_%s(const tq_kargs *args);\n", sym, tqg_op_name((tq_op)op));
+    tqg_source_printf(&h, "size_t %s_workspace(int op, const tq_kargs *args);\n", sym);
+  }
+  tqg_source_printf(&h, "\nextern const tq_dispatch_table tq_dispatch_%s;\n\n#endif\n", fam);
+  tqg_source_printf(&c, "static const tq_dispatch_entry entries[] = {\n");
+  int count = 0;
+  for (int i = 0; i < spec->n_variants && !st; i++) {
+    const tq_variant *v = &spec->variants[i];
+    cJSON *vj = variant_json(v);
+    cJSON *kernels = cJSON_AddArrayToObject(vj, "kernels");
+    cJSON_AddItemToArray(variants, vj);
+    tqg_variant_name(v, name, sizeof name);
+    if (!do_c) continue;
+    tqg_c_symbol(v, sym, sizeof sym);
+    snprintf(rel, sizeof rel, "c/%s.c", name);
+    if (!o->quiet) fprintf(stderr, "  c       %s\n", rel);
+    if ((st = emit_c_file(spec, v, o->dir, rel, err, errn))) break;
+    cJSON_AddItemToArray(files, cJSON_CreateString(rel));
+    for (int op = 0; op < TQ_OP_COUNT; op++) {
+      char fn[260];
+      snprintf(fn, sizeof fn, "%s_%s", sym, tqg_op_name((tq_op)op));
+      cJSON *kj = cJSON_CreateObject();
+      cJSON_AddStringToObject(kj, "op", tqg_op_name((tq_op)op));
+      cJSON_AddStringToObject(kj, "backend", "c");
+      cJSON_AddStringToObject(kj, "file", rel);
+      cJSON_AddStringToObject(kj, "symbol", fn);
+      cJSON_AddItemToArray(kernels, kj);
+    }
+    tqg_source_printf(&c,
+        "  {\"%s\", 0x%016llxull, \"c\",\n"
+        "   {.head_dim = %d, .group = %d, .key_bits = %d, .value_bits = %d,\n"
+        "    .value_method = %s, .value_group = %d, .outlier_count = %d,\n"
+        "    .outlier_bits = %d, .qjl = %d, .norm_correction = %d,\n"
+        "    .seed = 0x%llxull, .dtype = %s, .layout = %s, .block_size = %d},\n"
+        "   {%s_encode, %s_decode, %s_prefill, %s_dequant}, %s_workspace,\n"
+        "   NULL, 0, {NULL, NULL, NULL, NULL}},\n",
+        name, (unsigned long long)tqg_variant_hash(v), v->head_dim, v->group,
+        v->key_bits, v->value_bits,
+        v->value_method == TQ_VALUE_MINMAX ? "TQ_VALUE_MINMAX" : "TQ_VALUE_TQ",
+        v->value_group, v->outlier_count, v->outlier_bits, v->qjl,
+        v->norm_correction, (unsigned long long)v->seed,
+        v->dtype == TQ_F16 ? "TQ_F16" : v->dtype == TQ_BF16 ? "TQ_BF16" : "TQ_F32",
+        v->layout == TQ_PAGED ? "TQ_PAGED" : "TQ_CONTIGUOUS", v->block_size,
+        sym, sym, sym, sym, sym);
+    count++;
+  }
+  tqg_source_printf(&c, "};\n\nconst tq_dispatch_table tq_dispatch_%s = {\n"
+                        "  \"%s\", \"%s\", %d, entries};\n",
+                    fam, fam, TQ_GENERATOR_VERSION, count);
+  if (!st) {
+    snprintf(rel, sizeof rel, "%s_dispatch.h", fam);
+    st = write_file(o->dir, rel, h.text, h.len, err, errn);
+    cJSON_AddItemToArray(files, cJSON_CreateString(rel));
+  }
+  if (!st) {
+    snprintf(rel, sizeof rel, "%s_dispatch.c", fam);
+    st = write_file(o->dir, rel, c.text, c.len, err, errn);
+    cJSON_AddItemToArray(files, cJSON_CreateString(rel));
+  }
+  cJSON_AddItemToArray(files, cJSON_CreateString("manifest.json"));
+  cJSON_AddItemToObject(root, "files", files);
+  if (!st) {
+    char *text = cJSON_Print(root);
+    if (!text) st = TQ_ERR_NOMEM;
+    else {
+      size_t len = strlen(text);
+      char *nl = realloc(text, len + 2);
+      if (nl) {
+        text = nl;
+        text[len++] = '\n';
+        text[len] = 0;
+      }
+      st = write_file(o->dir, "manifest.json", text, len, err, errn);
+      free(text);
+    }
+  }
+  cJSON_Delete(root);
+  tqg_source_free(&h);
+  tqg_source_free(&c);
+  return st;
+}
