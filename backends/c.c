@@ -151,7 +151,7 @@ static tq_status c_compile(void *state, const tq_variant *v,
     snprintf(err, errn, "cannot write %s", cfile);
     st = TQ_ERR_IO;
   } else {
-    char *argv[] = {(char *)compiler(), "-std=c11", "-O2", "-fPIC", "-shared",
+    char *argv[] = {(char *)compiler(), "-std=c11", "-O3", "-fPIC", "-shared",
                     "-w", "-o", so, cfile, "-lm", NULL};
     int rc = run(argv, log);
     if (rc != 0) {

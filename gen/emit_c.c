@@ -21,10 +21,26 @@ static void table(tqg_source *s, const char *name, const double *x, size_t n) {
   tqg_source_puts(s, "\n};\n");
 }
 
-static void codebook(tqg_source *s, const char *cb_name, const char *bnd_name,
-                     const tqg_codebook *cb) {
-  table(s, cb_name, cb->centroid, (size_t)cb->levels);
-  table(s, bnd_name, cb->boundary, (size_t)cb->levels - 1);
+/* Centroids, boundaries and, for widths that pack whole indices into a
+ * byte (1, 2, 4 bits), the per-byte expansion tab[byte][k] = centroid of
+ * the k-th index in that byte: decoding then copies one row per byte. */
+static void codebook(tqg_source *s, const char *prefix, const tqg_codebook *cb) {
+  char name[64];
+  snprintf(name, sizeof name, "%s_cb", prefix);
+  table(s, name, cb->centroid, (size_t)cb->levels);
+  snprintf(name, sizeof name, "%s_bnd", prefix);
+  table(s, name, cb->boundary, (size_t)cb->levels - 1);
+  snprintf(name, sizeof name, "%s_tab", prefix);
+  if (8 % cb->bits || cb->bits == 8) {
+    tqg_source_printf(s, "#define %s ((const float *)0)\n", name);
+    return;
+  }
+  int per = 8 / cb->bits;
+  double tab[256 * 8];
+  for (int b = 0; b < 256; b++)
+    for (int k = 0; k < per; k++)
+      tab[b * per + k] = cb->centroid[(b >> (k * cb->bits)) & (cb->levels - 1)];
+  table(s, name, tab, (size_t)(256 * per));
 }
 
 /* A rotation as TQ_<P>_SIGNS / TQ_<P>_MATRIX (one of them NULL). */
@@ -51,9 +67,11 @@ static tq_status rotation(tqg_source *s, const char *prefix, const char *lower,
   return TQ_OK;
 }
 
-tq_status tqg_emit_c(const tq_variant *v, const char *origin, tqg_source *s,
-                     char *err, size_t errn) {
+tq_status tqg_emit_c(const tq_variant *variant, const char *origin,
+                     tqg_source *s, char *err, size_t errn) {
   char name[160], sym[200];
+  tq_variant normal = *variant, *v = &normal;
+  tqg_variant_normalize(v);
   tq_status st = tqg_variant_check(v, err, errn);
   if (st) return st;
   const char *abi = tqg_template("abi"), *kernel = tqg_template("c/kernel.c");
@@ -114,10 +132,10 @@ tq_status tqg_emit_c(const tq_variant *v, const char *origin, tqg_source *s,
       val.outlier.idx_offset, val.outlier.scale_offset);
 
   tqg_source_puts(s, "\n/* ---- tables: Lloyd-Max codebooks for N(0,1), rotations, QJL ---- */\n");
-  if (k.main.bits > 0) codebook(s, "tq_k_cb", "tq_k_bnd", &t.key_cb);
-  if (v->value_method == TQ_VALUE_TQ) codebook(s, "tq_v_cb", "tq_v_bnd", &t.value_cb);
+  if (k.main.bits > 0) codebook(s, "tq_k", &t.key_cb);
+  if (v->value_method == TQ_VALUE_TQ) codebook(s, "tq_v", &t.value_cb);
   if (v->outlier_count && v->outlier_bits != TQ_OUTLIER_F16)
-    codebook(s, "tq_out_cb", "tq_out_bnd", &t.outlier_cb);
+    codebook(s, "tq_out", &t.outlier_cb);
   rotation(s, "MAIN", "main", &t.main_rot);
   rotation(s, "OUT", "out", &t.outlier_rot);
   if (v->qjl) table(s, "tq_qjl_s", t.qjl, (size_t)k.main.dim * (size_t)k.main.dim);

@@ -12,6 +12,7 @@ static const char usage[] =
     "usage: tqgen SPEC -o DIR [--backend NAME]... [--aot]\n"
     "       tqgen SPEC --list\n"
     "       tqgen SPEC --verify [--backend NAME]...\n"
+    "       tqgen SPEC --print-files [--backend NAME]...\n"
     "       tqgen --codebook BITS\n"
     "\n"
     "  -o DIR          write kernels, <family>_dispatch.{c,h} and manifest.json\n"
@@ -20,6 +21,8 @@ static const char usage[] =
     "  --list          print the variants with bits per coordinate and bytes per token\n"
     "  --verify        run every variant on every available backend against the\n"
     "                  CPU reference and print the errors\n"
+    "  --print-files   print the files -o would write, one per line (for build\n"
+    "                  systems: cmake's tqgen_add_kernels uses it)\n"
     "  --codebook BITS print the Lloyd-Max codebook for N(0,1) at BITS (1..8)\n";
 
 static int die(const char *fmt, const char *arg) {
@@ -107,7 +110,7 @@ static int verify(const tqg_spec *s, unsigned backends) {
 
 int main(int argc, char **argv) {
   const char *spec_path = NULL, *dir = NULL, *codebook = NULL;
-  int do_list = 0, do_verify = 0, aot = 0;
+  int do_list = 0, do_verify = 0, aot = 0, do_files = 0;
   unsigned chosen = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -128,6 +131,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--aot")) aot = 1;
     else if (!strcmp(a, "--list")) do_list = 1;
     else if (!strcmp(a, "--verify")) do_verify = 1;
+    else if (!strcmp(a, "--print-files")) do_files = 1;
     else if (a[0] == '-') return die("unknown option '%s' (see --help)", a);
     else if (spec_path) return die("more than one spec given ('%s')", a);
     else spec_path = a;
@@ -137,7 +141,7 @@ int main(int argc, char **argv) {
     fputs(usage, stderr);
     return 2;
   }
-  if (!dir && !do_list && !do_verify)
+  if (!dir && !do_list && !do_verify && !do_files)
     return die("%s: nothing to do: give -o DIR, --list or --verify", spec_path);
   tqg_spec spec;
   char err[2048];
@@ -160,6 +164,7 @@ int main(int argc, char **argv) {
   }
   int rc = 0;
   if (do_list) list(&spec);
+  if (do_files) tqg_print_files(&spec, want & tqg_emittable_backends(), stdout);
   if (dir) {
     unsigned can = tqg_emittable_backends(), missing = want & ~can;
     if (missing && chosen) {

@@ -106,6 +106,17 @@ static tq_status emit_c_file(const tqg_spec *spec, const tq_variant *v,
   return st;
 }
 
+void tqg_print_files(const tqg_spec *spec, unsigned backends, FILE *f) {
+  char name[160];
+  if ((backends >> TQG_BACKEND_C) & 1)
+    for (int i = 0; i < spec->n_variants; i++) {
+      tqg_variant_name(&spec->variants[i], name, sizeof name);
+      fprintf(f, "c/%s.c\n", name);
+    }
+  fprintf(f, "%s_dispatch.h\n%s_dispatch.c\nmanifest.json\n", spec->family,
+          spec->family);
+}
+
 tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
                             char *err, size_t errn) {
   char rel[300], name[160], sym[200];

@@ -4,6 +4,8 @@
 #ifndef TQG_OUTPUT_H
 #define TQG_OUTPUT_H
 
+#include <stdio.h>
+
 #include "spec.h"
 
 typedef struct tqg_output_options {
@@ -15,6 +17,9 @@ typedef struct tqg_output_options {
 
 /* Backends this build can emit. */
 unsigned tqg_emittable_backends(void);
+
+/* The relative paths tqg_write_outputs writes, one per line. */
+void tqg_print_files(const tqg_spec *spec, unsigned backends, FILE *f);
 
 tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
                             char *err, size_t errn);

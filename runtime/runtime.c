@@ -114,9 +114,11 @@ static tq_status jit(tq_backend *be, const tq_variant *v, const char *name,
   return TQ_OK;
 }
 
-tq_status tq_get_kernel(tq_backend *be, const tq_variant *v, tq_op op,
+tq_status tq_get_kernel(tq_backend *be, const tq_variant *variant, tq_op op,
                         tq_kernel **out) {
   char name[160], msg[512];
+  tq_variant normal = *variant, *v = &normal;
+  tqg_variant_normalize(v);
   *out = NULL;
   if (op < 0 || op >= TQ_OP_COUNT)
     return tq_fail(be, TQ_ERR_INVALID, "unknown op %d", (int)op);

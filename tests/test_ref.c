@@ -40,7 +40,7 @@ static void agree(const tq_variant *v, int paged) {
   a.num_blocks = 12;
   a.max_blocks = 6;
   a.block_table = table;
-  size_t slots = paged ? 12 * H * 8 : (size_t)B * H * ctx;
+  size_t slots = paged ? (size_t)12 * H * 8 : (size_t)B * H * ctx;
   uint8_t *kc = calloc(slots, r.key.bytes), *vc = calloc(slots, r.value.bytes);
   float *k = malloc(sizeof(float) * B * ctx * H * d), *vv = malloc(sizeof(float) * B * ctx * H * d);
   float *q = malloc(sizeof(float) * B * n * H * G * d);
@@ -131,7 +131,10 @@ static void options(void) {
   tqg_rng_seed(&rng, 3);
   for (int t = 0; t < 20; t++) {
     double nx = 0, ny = 0;
-    for (int j = 0; j < 96; j++) nx += (x[j] = 3 * tqg_rng_normal(&rng)) * x[j];
+    for (int j = 0; j < 96; j++) {
+      x[j] = 3 * tqg_rng_normal(&rng);
+      nx += x[j] * x[j];
+    }
     tq_ref_encode_key(&r, x, NULL, slot);
     tq_ref_decode_key(&r, slot, NULL, y);
     for (int j = 0; j < 96; j++) ny += y[j] * y[j];

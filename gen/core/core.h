@@ -102,6 +102,10 @@ void tqg_store(void *p, tq_dtype t, size_t i, double x);
 /* Checks every field; on error fills msg with the field, its value and the
  * allowed values, and returns TQ_ERR_INVALID. */
 tq_status tqg_variant_check(const tq_variant *v, char *msg, size_t n);
+/* Resets fields the variant does not use (value_group without min-max
+ * values, outlier_bits without outliers, block_size when contiguous) to
+ * their defaults, so equal names mean equal structs. */
+void tqg_variant_normalize(tq_variant *v);
 /* Canonical name, e.g. d128_g4_k4v4_f16 or d96_g2_k3v4_o16b4_qjl_bf16_paged16.
  * Returns the length (like snprintf). */
 int tqg_variant_name(const tq_variant *v, char *buf, size_t n);

@@ -33,6 +33,14 @@ void tqg_variant_default(tq_variant *v) {
   v->block_size = 16;
 }
 
+void tqg_variant_normalize(tq_variant *v) {
+  tq_variant d;
+  tqg_variant_default(&d);
+  if (v->value_method != TQ_VALUE_MINMAX) v->value_group = d.value_group;
+  if (v->outlier_count == 0) v->outlier_bits = d.outlier_bits;
+  if (v->layout != TQ_PAGED) v->block_size = d.block_size;
+}
+
 #define FAIL(...)                        \
   do {                                   \
     if (msg) snprintf(msg, n, __VA_ARGS__); \

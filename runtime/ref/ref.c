@@ -86,7 +86,7 @@ static void encode_outliers(const tq_ref *r, const tq_part_layout *p,
 static void rotate_main(const tq_ref *r, const double *x, const uint16_t *perm,
                         double *y) {
   int o = r->v.outlier_count, m = r->v.head_dim - o;
-  double xm[TQ_MAX_HEAD_DIM];
+  double xm[TQ_MAX_HEAD_DIM] = {0};
   for (int j = 0; j < m; j++) xm[j] = x[channel(perm, o + j)];
   tqg_rotate(&r->t.main_rot, xm, y);
 }

@@ -117,23 +117,22 @@ static unsigned tq_index(const uint8_t *p, int i, int bits) {
   return (w >> (bit & 7)) & ((1u << bits) - 1u);
 }
 
-/* out[j] = scale * cb[index j] for a packed part of n channels. */
+/* out[j] = scale * cb[index j] for a packed part of n channels.  tab, when
+ * not NULL, is the codebook expanded per byte (1, 2 and 4 bits): one row
+ * of 8 / bits centroids for each packed byte. */
 static void tq_decode_part(const uint8_t *p, int n, int bits, const float *cb,
-                           float scale, float *out) {
-  int j;
-  if (bits == 4) {
-    for (j = 0; j + 1 < n; j += 2) {
-      out[j] = scale * cb[p[j >> 1] & 15];
-      out[j + 1] = scale * cb[p[j >> 1] >> 4];
+                           const float *tab, float scale, float *out) {
+  int j = 0, k;
+  if (tab) {
+    const int per = 8 / bits;
+    for (; j + per <= n; j += per) {
+      const float *row = tab + p[j / per] * per;
+      for (k = 0; k < per; k++) out[j + k] = scale * row[k];
     }
-    if (j < n) out[j] = scale * cb[p[j >> 1] & 15];
-    return;
+  } else if (bits == 8) {
+    for (; j < n; j++) out[j] = scale * cb[p[j]];
   }
-  if (bits == 8) {
-    for (j = 0; j < n; j++) out[j] = scale * cb[p[j]];
-    return;
-  }
-  for (j = 0; j < n; j++) out[j] = scale * cb[tq_index(p, j, bits)];
+  for (; j < n; j++) out[j] = scale * cb[tq_index(p, j, bits)];
 }
 
 static void tq_pack_indices(const uint8_t *idx, int n, int bits, uint8_t *out) {
@@ -347,7 +346,7 @@ int {{SYM}}_encode(const tq_kargs *a) {
 /* Key: main part (rotated), outlier part (rotated, or raw for f16). */
 static void tq_key_rows(const uint8_t *slot, float *main, float *out) {
 #if TQ_KB > 0
-  tq_decode_part(slot + TQ_K_IDX, TQ_M, TQ_KB, tq_k_cb,
+  tq_decode_part(slot + TQ_K_IDX, TQ_M, TQ_KB, tq_k_cb, tq_k_tab,
                  tq_f32_at(slot + TQ_K_SCALE), main);
 #else
   (void)slot;
@@ -364,7 +363,7 @@ static void tq_key_rows(const uint8_t *slot, float *main, float *out) {
     }
   }
 #else
-  tq_decode_part(slot + TQ_K_OUT_IDX, TQ_O, TQ_OB, tq_out_cb,
+  tq_decode_part(slot + TQ_K_OUT_IDX, TQ_O, TQ_OB, tq_out_cb, tq_out_tab,
                  tq_f32_at(slot + TQ_K_OUT_SCALE), out);
 #endif
 #else
@@ -385,7 +384,7 @@ static void tq_value_rows(const uint8_t *slot, float *main, float *out) {
               tq_half_to_float(hs) * (float)tq_index(slot + TQ_V_IDX, j, TQ_VB);
   }
 #else
-  tq_decode_part(slot + TQ_V_IDX, TQ_M, TQ_VB, tq_v_cb,
+  tq_decode_part(slot + TQ_V_IDX, TQ_M, TQ_VB, tq_v_cb, tq_v_tab,
                  tq_f32_at(slot + TQ_V_SCALE), main);
 #if TQ_O > 0
 #if TQ_OB == 16
@@ -398,7 +397,7 @@ static void tq_value_rows(const uint8_t *slot, float *main, float *out) {
     }
   }
 #else
-  tq_decode_part(slot + TQ_V_OUT_IDX, TQ_O, TQ_OB, tq_out_cb,
+  tq_decode_part(slot + TQ_V_OUT_IDX, TQ_O, TQ_OB, tq_out_cb, tq_out_tab,
                  tq_f32_at(slot + TQ_V_OUT_SCALE), out);
 #endif
 #else
@@ -458,18 +457,29 @@ static void tq_prepare(const float *q, const uint16_t *perm, float scale,
   memset(s->acc_out, 0, sizeof s->acc_out);
 }
 
+/* Dot product with 8 independent partial sums: without them the compiler
+ * may not reorder a float reduction, so the loop would not vectorize. */
+static float tq_dot(const float *a, const float *b, int n) {
+  float part[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sum = 0;
+  int j, k;
+  for (j = 0; j + 8 <= n; j += 8)
+    for (k = 0; k < 8; k++) part[k] += a[j + k] * b[j + k];
+  for (; j < n; j++) sum += a[j] * b[j];
+  for (k = 0; k < 8; k++) sum += part[k];
+  return sum;
+}
+
 /* Scaled score of one query against one decoded key tile row. */
 static float tq_score(const tq_query *s, const float *km, const float *ko,
                       const uint8_t *slot) {
   float acc = 0;
-  int j;
 #if TQ_KB > 0
-  for (j = 0; j < TQ_M; j++) acc += s->main[j] * km[j];
+  acc += tq_dot(s->main, km, TQ_M);
 #else
   (void)km;
 #endif
 #if TQ_O > 0
-  for (j = 0; j < TQ_O; j++) acc += s->out[j] * ko[j];
+  acc += tq_dot(s->out, ko, TQ_O);
 #else
   (void)ko;
 #endif
@@ -477,6 +487,7 @@ static float tq_score(const tq_query *s, const float *km, const float *ko,
   {
     /* sqrt(pi/2) / m * |r| * <S q, sign>, with sign = 2 * bit - 1. */
     float pos = 0;
+    int j;
     for (j = 0; j < TQ_M; j++)
       if (slot[TQ_K_QJL + (j >> 3)] >> (j & 7) & 1) pos += s->qjl[j];
     acc += 1.25331413731550025f / TQ_M * tq_f32_at(slot + TQ_K_RNORM) *
@@ -533,7 +544,7 @@ static int tq_attend(const tq_kargs *a) {
             if (n <= 0) continue;
             for (t = 0; t < n; t++) {
               p[t] = tq_score(s, km[t], ko[t],
-                              tq_slot(a, (uint8_t *)a->k_cache, TQ_K_BYTES, b, h, t0 + t));
+                              TQ_QJL ? tq_slot(a, (uint8_t *)a->k_cache, TQ_K_BYTES, b, h, t0 + t) : NULL);
               if (p[t] > mx) mx = p[t];
             }
             /* Online softmax: rescale what was summed under the old max. */

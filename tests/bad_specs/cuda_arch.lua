@@ -1,0 +1,11 @@
+-- a CUDA arch without sm_
+return family {
+  name = "bad",
+  models = {
+    model { name = "m", head_dim = 128, q_heads = 8, kv_heads = 2 },
+  },
+  quant = {
+    quant { key_bits = 4, value_bits = 4 },
+  },
+  backends = { cuda = { archs = { "sm_80", "90" } } },
+}

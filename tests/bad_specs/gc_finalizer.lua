@@ -1,0 +1,11 @@
+-- a finalizer would run outside the instruction budget
+local t = setmetatable({}, { __gc = function() while true do end end })
+return family {
+  name = "bad",
+  models = {
+    model { name = "m", head_dim = 128, q_heads = 8, kv_heads = 2 },
+  },
+  quant = {
+    quant { key_bits = 4, value_bits = 4 },
+  },
+}

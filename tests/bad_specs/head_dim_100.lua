@@ -1,0 +1,10 @@
+-- head_dim not a multiple of 16
+return family {
+  name = "bad",
+  models = {
+    model { name = "m", head_dim = 100, q_heads = 8, kv_heads = 2 },
+  },
+  quant = {
+    quant { key_bits = 4, value_bits = 4 },
+  },
+}

@@ -1,0 +1,10 @@
+-- key_bits below 1
+return family {
+  name = "bad",
+  models = {
+    model { name = "m", head_dim = 128, q_heads = 8, kv_heads = 2 },
+  },
+  quant = {
+    quant { key_bits = 0, value_bits = 4 },
+  },
+}

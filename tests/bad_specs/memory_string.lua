@@ -1,0 +1,2 @@
+-- one huge string
+local s = string.rep("x", 1 << 30)

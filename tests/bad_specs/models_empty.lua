@@ -1,0 +1,10 @@
+-- no models
+return family {
+  name = "bad",
+  models = {
+
+  },
+  quant = {
+    quant { key_bits = 4, value_bits = 4 },
+  },
+}

@@ -1,0 +1,13 @@
+-- a paged layout with 0 tokens per block
+return family {
+  name = "bad",
+  models = {
+    model { name = "m", head_dim = 128, q_heads = 8, kv_heads = 2 },
+  },
+  quant = {
+    quant { key_bits = 4, value_bits = 4 },
+  },
+  layouts = {
+    paged(0),
+  },
+}

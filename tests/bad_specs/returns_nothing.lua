@@ -1,0 +1,2 @@
+-- forgot the return
+local x = 1

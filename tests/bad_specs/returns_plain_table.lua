@@ -1,0 +1,2 @@
+-- forgot family
+return { name = "bad" }
