@@ -9,6 +9,9 @@
 typedef struct tq_backend_ops {
   const char *name;
   const char *binary_kind; /* what the JIT cache stores: "so", "cubin", ... */
+  /* What the binaries are built for beyond the backend (e.g. "sm_90"), so
+   * one cache serves several devices; NULL when nothing varies. */
+  const char *(*target)(void *state);
   /* Is the backend usable here?  Fills err with what is missing. */
   tq_status (*probe)(char *err, size_t errn);
   tq_status (*open)(void **state, char *err, size_t errn);
@@ -25,18 +28,24 @@ typedef struct tq_backend_ops {
   tq_status (*load_aot)(void *state, const tq_dispatch_entry *e, void **module,
                         char *err, size_t errn);
   void (*unload)(void *state, void *module);
-  tq_status (*alloc)(void *state, size_t bytes, void **mem);
+  /* Memory and sync fail on GPUs for reasons of their own (out of memory,
+   * a kernel's fault surfacing later): err says which. */
+  tq_status (*alloc)(void *state, size_t bytes, void **mem, char *err,
+                     size_t errn);
   void (*free)(void *state, void *mem);
-  tq_status (*write)(void *state, void *mem, size_t off, const void *src, size_t n);
-  tq_status (*read)(void *state, const void *mem, size_t off, void *dst, size_t n);
+  tq_status (*write)(void *state, void *mem, size_t off, const void *src,
+                     size_t n, char *err, size_t errn);
+  tq_status (*read)(void *state, const void *mem, size_t off, void *dst,
+                    size_t n, char *err, size_t errn);
   /* Host address of device memory, or NULL when not host-visible. */
   void *(*host_ptr)(void *state, void *mem);
   size_t (*workspace)(void *state, void *module, tq_op op, const tq_kargs *a);
   tq_status (*launch)(void *state, void *module, tq_op op, const tq_kargs *a,
                       char *err, size_t errn);
-  tq_status (*sync)(void *state);
+  tq_status (*sync)(void *state, char *err, size_t errn);
 } tq_backend_ops;
 
 extern const tq_backend_ops tq_backend_c;
+extern const tq_backend_ops tq_backend_cuda;
 
 #endif

@@ -248,8 +248,11 @@ static void c_unload(void *state, void *module) {
   free(m);
 }
 
-static tq_status c_alloc(void *state, size_t bytes, void **mem) {
+static tq_status c_alloc(void *state, size_t bytes, void **mem, char *err,
+                        size_t errn) {
   (void)state;
+  (void)err;
+  (void)errn;
   *mem = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
   return *mem ? TQ_OK : TQ_ERR_NOMEM;
 }
@@ -260,15 +263,19 @@ static void c_free(void *state, void *mem) {
 }
 
 static tq_status c_write(void *state, void *mem, size_t off, const void *src,
-                         size_t n) {
+                         size_t n, char *err, size_t errn) {
   (void)state;
+  (void)err;
+  (void)errn;
   memcpy((char *)mem + off, src, n);
   return TQ_OK;
 }
 
 static tq_status c_read(void *state, const void *mem, size_t off, void *dst,
-                        size_t n) {
+                        size_t n, char *err, size_t errn) {
   (void)state;
+  (void)err;
+  (void)errn;
   memcpy(dst, (const char *)mem + off, n);
   return TQ_OK;
 }
@@ -297,8 +304,10 @@ static tq_status c_launch(void *state, void *module, tq_op op,
   return TQ_OK;
 }
 
-static tq_status c_sync(void *state) {
+static tq_status c_sync(void *state, char *err, size_t errn) {
   (void)state;
+  (void)err;
+  (void)errn;
   return TQ_OK;
 }
 

@@ -10,6 +10,9 @@
 /* Embedded text of a file under templates/ (or runtime/tq_abi.h as "abi"). */
 const char *tqg_template(const char *name);
 
+/* A hash of every embedded template: part of the JIT cache's validity. */
+uint64_t tqg_templates_id(void);
+
 /* Symbol prefix of a variant's C functions: "tqk_<canonical name>". */
 void tqg_c_symbol(const tq_variant *v, char *buf, size_t n);
 
@@ -17,5 +20,16 @@ void tqg_c_symbol(const tq_variant *v, char *buf, size_t n);
  * (or "jit") in the header comment. */
 tq_status tqg_emit_c(const tq_variant *v, const char *origin, tqg_source *out,
                      char *err, size_t errn);
+
+/* The CUDA source of every op of one variant (templates/cuda/kernel.cu);
+ * entry points extern "C" tqk_<name>_<op> and _reduce. */
+tq_status tqg_emit_cuda(const tq_variant *v, const char *origin,
+                        tqg_source *out, char *err, size_t errn);
+
+/* Shared by the emitters: header comment, tq_abi.h, defines, tables. */
+tq_status tqg_emit_prelude(const tq_variant *v, const char *origin,
+                           const char *backend, const char *abi_prefix,
+                           const char *table_decl, tqg_source *s, char *err,
+                           size_t errn);
 
 #endif

@@ -2,11 +2,14 @@
  *
  * File <dir>/<backend>/<hash as 16 hex digits>.bin:
  *   magic "TQGCACHE" (8 bytes) | u32 format version | u32 header bytes |
- *   u64 variant hash | char[16] generator version | char[16] backend |
+ *   u64 variant hash | u64 templates id | char[16] generator version |
+ *   char[16] target (backend, and its device tag such as cuda-sm_90) |
  *   u64 payload bytes | u64 XXH64 of the payload | payload
  * Written to a temporary file in the same folder and renamed into place, so
  * a reader sees either nothing or a whole file.  A file whose magic,
- * version, hash, generator, backend, length or checksum disagree is deleted
+ * version, hash, templates, generator, target, length or checksum disagree
+ * (a template edit changes the code without changing the variant hash) is
+ * deleted
  * and rebuilt, never trusted. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -17,16 +20,18 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "emit.h"
 #include "internal.h"
 
 #define CACHE_MAGIC "TQGCACHE"
-#define CACHE_FORMAT 1
+#define CACHE_FORMAT 2
 
 typedef struct cache_header {
   char magic[8];
   uint32_t format;
   uint32_t header_bytes;
   uint64_t hash;
+  uint64_t templates; /* tqg_templates_id of the build that wrote it */
   char generator[16];
   char backend[16];
   uint64_t payload_bytes;
@@ -54,6 +59,7 @@ static void fill_header(cache_header *h, const char *backend, uint64_t hash,
   h->format = CACHE_FORMAT;
   h->header_bytes = sizeof *h;
   h->hash = hash;
+  h->templates = tqg_templates_id();
   snprintf(h->generator, sizeof h->generator, "%s", TQ_GENERATOR_VERSION);
   snprintf(h->backend, sizeof h->backend, "%s", backend);
   h->payload_bytes = size;

@@ -24,6 +24,7 @@ struct tq_kernel {
 struct tq_buffer {
   void *mem;
   size_t size;
+  int borrowed; /* from tq_wrap: not ours to free */
 };
 
 struct tq_backend {

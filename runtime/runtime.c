@@ -9,8 +9,10 @@
 #include "core.h"
 #include "internal.h"
 
-static const tq_backend_ops *const all_backends[] = {&tq_backend_c};
-static const char *const backend_names[] = {"c", NULL};
+static const tq_backend_ops *const all_backends[] = {&tq_backend_c,
+                                                     &tq_backend_cuda};
+#define N_BACKENDS (sizeof all_backends / sizeof *all_backends)
+static const char *const backend_names[N_BACKENDS + 1] = {"c", "cuda", NULL};
 
 const char *const *tq_backends(void) { return backend_names; }
 
@@ -28,11 +30,15 @@ const char *tq_backend_label(const tq_backend *be) { return be->ops->name; }
 tq_status tq_open(const char *name, tq_backend **out, char *err, size_t errn) {
   *out = NULL;
   const tq_backend_ops *ops = NULL;
-  for (size_t i = 0; i < sizeof all_backends / sizeof *all_backends; i++)
+  for (size_t i = 0; i < N_BACKENDS; i++)
     if (!strcmp(all_backends[i]->name, name)) ops = all_backends[i];
   if (!ops) {
-    snprintf(err, errn, "backend '%s' is not built into this runtime (built: c)",
-             name);
+    char built[128] = "";
+    for (size_t i = 0, n = 0; i < N_BACKENDS && n < sizeof built; i++)
+      n += (size_t)snprintf(built + n, sizeof built - n, "%s%s", i ? ", " : "",
+                            all_backends[i]->name);
+    snprintf(err, errn, "backend '%s' is not built into this runtime (built: %s)",
+             name, built);
     return TQ_ERR_UNAVAILABLE;
   }
   tq_status st = ops->probe(err, errn);
@@ -86,8 +92,10 @@ static tq_status jit(tq_backend *be, const tq_variant *v, const char *name,
                      uint64_t hash, void **module, const char **origin) {
   void *bin = NULL;
   size_t size = 0;
-  char err[1536];
-  if (tq_cache_load(be->ops->name, hash, &bin, &size) == TQ_OK) {
+  char err[1536], target[64];
+  const char *tag = be->ops->target ? be->ops->target(be->state) : NULL;
+  snprintf(target, sizeof target, "%s%s%s", be->ops->name, tag ? "-" : "", tag ? tag : "");
+  if (tq_cache_load(target, hash, &bin, &size) == TQ_OK) {
     tq_status st = be->ops->load(be->state, v, bin, size, module, err, sizeof err);
     free(bin);
     if (!st) {
@@ -106,7 +114,7 @@ static tq_status jit(tq_backend *be, const tq_variant *v, const char *name,
   if (!st) {
     /* A failure to cache costs the next process a compile, nothing more. */
     char cerr[512];
-    tq_cache_store(be->ops->name, hash, bin, size, cerr, sizeof cerr);
+    tq_cache_store(target, hash, bin, size, cerr, sizeof cerr);
   }
   free(bin);
   if (st) return tq_fail(be, st, "%s backend, variant %s: %s", be->ops->name, name, err);
@@ -156,21 +164,37 @@ tq_status tq_get_kernel(tq_backend *be, const tq_variant *variant, tq_op op,
 
 tq_status tq_alloc(tq_backend *be, size_t bytes, tq_buffer **out) {
   *out = NULL;
+  char err[512] = "";
   tq_buffer *b = calloc(1, sizeof *b);
   if (!b) return tq_fail(be, TQ_ERR_NOMEM, "out of host memory");
-  tq_status st = be->ops->alloc(be->state, bytes ? bytes : 1, &b->mem);
+  tq_status st = be->ops->alloc(be->state, bytes ? bytes : 1, &b->mem, err, sizeof err);
   if (st) {
     free(b);
-    return tq_fail(be, st, "%s backend: cannot allocate %zu bytes", be->ops->name, bytes);
+    return tq_fail(be, st, "%s backend: cannot allocate %zu bytes%s%s", be->ops->name,
+                   bytes, *err ? ": " : "", err);
   }
   b->size = bytes;
   *out = b;
   return TQ_OK;
 }
 
+tq_status tq_wrap(tq_backend *be, void *mem, size_t bytes, tq_buffer **out) {
+  *out = NULL;
+  if (!mem) return tq_fail(be, TQ_ERR_INVALID, "tq_wrap: NULL memory");
+  tq_buffer *b = calloc(1, sizeof *b);
+  if (!b) return tq_fail(be, TQ_ERR_NOMEM, "out of host memory");
+  b->mem = mem;
+  b->size = bytes;
+  b->borrowed = 1;
+  *out = b;
+  return TQ_OK;
+}
+
+void *tq_buffer_ptr(const tq_buffer *buf) { return buf ? buf->mem : NULL; }
+
 void tq_free(tq_backend *be, tq_buffer *buf) {
   if (!buf) return;
-  be->ops->free(be->state, buf->mem);
+  if (!buf->borrowed) be->ops->free(be->state, buf->mem);
   free(buf);
 }
 
@@ -181,7 +205,10 @@ tq_status tq_write(tq_backend *be, tq_buffer *dst, size_t off, const void *src,
   if (!dst || off > dst->size || n > dst->size - off)
     return tq_fail(be, TQ_ERR_INVALID, "tq_write: %zu bytes at %zu past a %zu-byte buffer",
                    n, off, dst ? dst->size : 0);
-  return be->ops->write(be->state, dst->mem, off, src, n);
+  char err[512] = "";
+  tq_status st = be->ops->write(be->state, dst->mem, off, src, n, err, sizeof err);
+  if (st) return tq_fail(be, st, "%s backend: tq_write of %zu bytes: %s", be->ops->name, n, err);
+  return TQ_OK;
 }
 
 tq_status tq_read(tq_backend *be, const tq_buffer *src, size_t off, void *dst,
@@ -189,7 +216,10 @@ tq_status tq_read(tq_backend *be, const tq_buffer *src, size_t off, void *dst,
   if (!src || off > src->size || n > src->size - off)
     return tq_fail(be, TQ_ERR_INVALID, "tq_read: %zu bytes at %zu past a %zu-byte buffer",
                    n, off, src ? src->size : 0);
-  return be->ops->read(be->state, src->mem, off, dst, n);
+  char err[512] = "";
+  tq_status st = be->ops->read(be->state, src->mem, off, dst, n, err, sizeof err);
+  if (st) return tq_fail(be, st, "%s backend: tq_read of %zu bytes: %s", be->ops->name, n, err);
+  return TQ_OK;
 }
 
 size_t tq_key_slot_bytes(const tq_variant *v) {
@@ -332,4 +362,9 @@ tq_status tq_run(tq_backend *be, const tq_kernel *k, const tq_launch *l) {
   return TQ_OK;
 }
 
-tq_status tq_sync(tq_backend *be) { return be->ops->sync(be->state); }
+tq_status tq_sync(tq_backend *be) {
+  char err[512] = "";
+  tq_status st = be->ops->sync(be->state, err, sizeof err);
+  if (st) return tq_fail(be, st, "%s backend: sync: %s", be->ops->name, err);
+  return TQ_OK;
+}

@@ -47,6 +47,11 @@ const char *tq_kernel_origin(const tq_kernel *k);
 tq_status tq_alloc(tq_backend *be, size_t bytes, tq_buffer **out);
 void tq_free(tq_backend *be, tq_buffer *buf);
 size_t tq_buffer_size(const tq_buffer *buf);
+/* An engine's own memory (a device pointer on GPU backends) as a buffer;
+ * tq_free releases the wrapper only. */
+tq_status tq_wrap(tq_backend *be, void *mem, size_t bytes, tq_buffer **out);
+/* The address behind a buffer (device pointer on GPU backends). */
+void *tq_buffer_ptr(const tq_buffer *buf);
 tq_status tq_write(tq_backend *be, tq_buffer *dst, size_t offset,
                    const void *src, size_t bytes);
 tq_status tq_read(tq_backend *be, const tq_buffer *src, size_t offset,

@@ -20,8 +20,10 @@
 #ifndef TQ_ABI_H
 #define TQ_ABI_H
 
+#ifndef TQ_ABI_NO_STD_HEADERS /* NVRTC has no standard headers */
 #include <stddef.h>
 #include <stdint.h>
+#endif
 
 typedef struct tq_kargs {
   int32_t batch;
@@ -42,6 +44,8 @@ typedef struct tq_kargs {
   void *out;
   void *workspace;
   size_t workspace_bytes;
+  int32_t splits; /* set by a backend's launch plan (context splits of
+                     decode); callers leave it 0 */
 } tq_kargs;
 
 /* C backend: every op of a variant is one function; 0 means success. */

@@ -170,12 +170,12 @@ static tq_status make_world(world *w, const tq_variant *v, tq_op op,
 }
 
 typedef struct dev {
-  tq_buffer *k_cache, *v_cache, *table, *lens, *perm, *q, *k, *v, *out;
+  tq_buffer *k_cache, *v_cache, *table, *lens, *perm, *q, *k, *v, *out, *ws;
 } dev;
 
 static void free_dev(tq_backend *be, dev *g) {
   tq_buffer **all[] = {&g->k_cache, &g->v_cache, &g->table, &g->lens, &g->perm,
-                       &g->q, &g->k, &g->v, &g->out};
+                       &g->q, &g->k, &g->v, &g->out, &g->ws};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++) tq_free(be, *all[i]);
 }
 
@@ -406,6 +406,9 @@ tq_status tq_verify(tq_backend *be, const tq_variant *v, tq_op op,
   l.k = g.k;
   l.v = g.v;
   l.out = g.out;
+  /* GPU kernels merge context splits through a workspace. */
+  size_t ws = st ? 0 : tq_workspace_size(k, &l);
+  if (ws && !(st = tq_alloc(be, ws, &g.ws))) l.workspace = g.ws;
   if (!st) st = tq_run(be, k, &l);
   if (!st) st = tq_sync(be);
   if (!st) {

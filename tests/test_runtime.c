@@ -217,6 +217,8 @@ static void disk_cache(const char *dir) {
   CHECK(!strcmp(origin_now(&v), "jit"));
   corrupt(path, 16, -1); /* hash field */
   CHECK(!strcmp(origin_now(&v), "jit"));
+  corrupt(path, 24, -1); /* templates id: a build with other templates */
+  CHECK(!strcmp(origin_now(&v), "jit"));
   FILE *f = fopen(path, "ab"); /* trailing garbage */
   fputs("junk", f);
   fclose(f);

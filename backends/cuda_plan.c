@@ -1,0 +1,79 @@
+/* cuda_plan.c - grids, blocks, shared memory and workspace of the CUDA
+ * kernels in templates/cuda/kernel.cu.  The constants mirror the template's
+ * (TQ_THREADS, TQ_RQ, TQ_LPK); keep them in step. */
+#include "cuda_plan.h"
+
+#include "core.h"
+
+#define THREADS 128 /* TQ_THREADS */
+#define ROWS 4      /* TQ_RQ */
+#define TARGET_BLOCKS 528 /* 4 blocks on each of an H100's 132 SMs */
+#define MAX_SPLITS 64     /* the reduce kernel merges at most 64 */
+#define MIN_SLICE 64      /* tokens per split, at least */
+
+const char *const tq_cuda_entries[] = {"encode", "decode", "prefill",
+                                       "dequant", "reduce", NULL};
+
+static int lanes_per_key(const tq_variant *v) {
+  int m = v->head_dim - v->outlier_count;
+  return m > 256 ? 32 : m >= 64 ? 16 : 8;
+}
+
+/* The longest context any sequence may have: what a split must cover. */
+static int capacity(const tq_variant *v, const tq_kargs *a) {
+  return v->layout == TQ_PAGED ? a->max_blocks * v->block_size : a->capacity;
+}
+
+static int splits(const tq_variant *v, const tq_kargs *a) {
+  int rows = a->n_tokens * v->group, tiles = (rows + ROWS - 1) / ROWS;
+  long base = (long)a->batch * a->kv_heads * tiles;
+  long s = (TARGET_BLOCKS + base - 1) / base;
+  long by_len = (capacity(v, a) + MIN_SLICE - 1) / MIN_SLICE;
+  if (s > by_len) s = by_len;
+  if (s > MAX_SPLITS) s = MAX_SPLITS;
+  return s < 1 ? 1 : (int)s;
+}
+
+static void set3(unsigned *d, unsigned x, unsigned y, unsigned z) {
+  d[0] = x;
+  d[1] = y;
+  d[2] = z;
+}
+
+int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a,
+                 tq_cuda_step steps[TQ_CUDA_MAX_STEPS]) {
+  if (a->batch < 1 || a->kv_heads < 1 || a->n_tokens < 1 || a->batch > 65535 ||
+      a->kv_heads > 65535)
+    return 0;
+  if (op == TQ_OP_ENCODE || op == TQ_OP_DEQUANT) {
+    steps[0].entry = op == TQ_OP_ENCODE ? "encode" : "dequant";
+    set3(steps[0].grid, (unsigned)a->n_tokens, (unsigned)a->kv_heads, (unsigned)a->batch);
+    set3(steps[0].block, 32, 1, 1);
+    steps[0].shared_bytes = 0;
+    return 1;
+  }
+  int rows = a->n_tokens * v->group, tiles = (rows + ROWS - 1) / ROWS;
+  long y = (long)a->kv_heads * tiles;
+  if (y > 65535) return 0;
+  int groups = (THREADS / 32) * (32 / lanes_per_key(v));
+  steps[0].entry = op == TQ_OP_DECODE ? "decode" : "prefill";
+  set3(steps[0].grid, (unsigned)splits(v, a), (unsigned)y, (unsigned)a->batch);
+  set3(steps[0].block, THREADS, 1, 1);
+  steps[0].shared_bytes = (unsigned)(sizeof(float) * groups * ROWS * v->head_dim /* TQ_VDIM */);
+  steps[1].entry = "reduce";
+  set3(steps[1].grid, (unsigned)rows, (unsigned)a->kv_heads, (unsigned)a->batch);
+  set3(steps[1].block, THREADS, 1, 1);
+  steps[1].shared_bytes = 0;
+  return 2;
+}
+
+int tq_cuda_splits(const tq_variant *v, tq_op op, const tq_kargs *a) {
+  return op == TQ_OP_DECODE || op == TQ_OP_PREFILL ? splits(v, a) : 0;
+}
+
+size_t tq_cuda_workspace(const tq_variant *v, tq_op op, const tq_kargs *a) {
+  if (op != TQ_OP_DECODE && op != TQ_OP_PREFILL) return 0;
+  size_t rows = (size_t)a->n_tokens * v->group;
+  return sizeof(float) * (size_t)a->batch * a->kv_heads * rows * splits(v, a) *
+         (2 + v->head_dim /* TQ_VDIM */);
+}

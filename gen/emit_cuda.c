@@ -1,0 +1,35 @@
+/* emit_cuda.c - the CUDA emitter: integer types for NVRTC (which has no
+ * standard headers), the shared prelude, then templates/cuda/kernel.cu. */
+#include <stdio.h>
+
+#include "emit.h"
+
+/* nvptx64 is LP64, like the hosts the runtime runs on, so tq_kargs has the
+ * same layout on both sides of cuLaunchKernel. */
+static const char cuda_types[] =
+    "#define TQ_ABI_NO_STD_HEADERS\n"
+    "typedef signed char int8_t;\ntypedef unsigned char uint8_t;\n"
+    "typedef short int16_t;\ntypedef unsigned short uint16_t;\n"
+    "typedef int int32_t;\ntypedef unsigned int uint32_t;\n"
+    "typedef long long int64_t;\ntypedef unsigned long long uint64_t;\n"
+    "typedef unsigned long size_t;\n";
+
+tq_status tqg_emit_cuda(const tq_variant *v, const char *origin,
+                        tqg_source *s, char *err, size_t errn) {
+  char sym[200];
+  const char *kernel = tqg_template("cuda/kernel.cu");
+  if (!kernel) {
+    snprintf(err, errn, "templates/cuda/kernel.cu is missing from this build");
+    return TQ_ERR_INVALID;
+  }
+  tq_status st = tqg_emit_prelude(v, origin, "cuda", cuda_types,
+                                  "#define TQ_TABLE static __device__ const",
+                                  s, err, errn);
+  if (st) return st;
+  tqg_c_symbol(v, sym, sizeof sym);
+  const char *keys[] = {"SYM"}, *values[] = {sym};
+  st = tqg_source_template(s, "templates/cuda/kernel.cu", kernel, keys, values,
+                           1, err, errn);
+  if (!st && s->oom) st = TQ_ERR_NOMEM;
+  return st;
+}

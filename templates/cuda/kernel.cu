@@ -1,0 +1,722 @@
+/* templates/cuda/kernel.cu - CUDA kernels for one variant.
+ *
+ * The emitter puts tq_abi.h, the variant's TQ_* defines and its constant
+ * tables above this text and replaces {{SYM}} with the symbol prefix.  No
+ * toolkit headers: NVRTC compiles this as it stands.  Every kernel takes the
+ * launch arguments by value; backends/cuda_plan.c chooses grids and the
+ * decode split count, which kernels read back from gridDim.
+ *
+ * Decode and prefill: grid (splits, kv_heads * row tiles, batch), TQ_THREADS
+ * threads.  A block owns one kv head, TQ_RQ query rows (token, q head) and
+ * one slice of the context.  Its warps split into key groups of TQ_LPK
+ * lanes; a key group scores one cache token at a time, each lane holding a
+ * fixed run of channels, so every cache byte is read once per block and
+ * straight from codebook values: no dequantized K or V exists.  Partial
+ * softmax states go to the workspace and the reduce kernel merges the
+ * splits, rotates the output back once and writes it. */
+
+#define TQ_THREADS 128
+#define TQ_WARPS (TQ_THREADS / 32)
+#define TQ_RQ 4 /* query rows per block */
+/* Lanes per key: a power of two, so a key group is an aligned part of a
+ * warp and its partial sums meet through xor shuffles. */
+#if TQ_M > 256
+#define TQ_LPK 32
+#elif TQ_M >= 64
+#define TQ_LPK 16
+#else
+#define TQ_LPK 8
+#endif
+#define TQ_KPW (32 / TQ_LPK) /* keys a warp scores at once */
+#define TQ_CPL ((TQ_M + TQ_LPK - 1) / TQ_LPK) /* main channels per lane */
+#define TQ_OCPL (TQ_O > 0 ? (TQ_O + TQ_LPK - 1) / TQ_LPK : 1)
+#define TQ_VDIM (TQ_VMINMAX ? TQ_D : TQ_M + TQ_O) /* accumulated value dims */
+#define TQ_VCPL (TQ_VMINMAX ? (TQ_D + TQ_LPK - 1) / TQ_LPK : TQ_CPL)
+#define TQ_OW (TQ_O > 0 ? TQ_O : 1)
+#define TQ_PART (2 + TQ_VDIM) /* workspace floats per (row, split): m, l, acc */
+
+typedef unsigned char tq_u8;
+typedef unsigned short tq_u16;
+typedef unsigned int tq_u32;
+
+#define TQ_INF __int_as_float(0x7f800000)
+
+/* ---- activations ------------------------------------------------------ */
+__device__ __forceinline__ float tq_h2f(tq_u16 h) {
+  float f;
+  asm("{ .reg .f16 t; mov.b16 t, %1; cvt.f32.f16 %0, t; }" : "=f"(f) : "h"(h));
+  return f;
+}
+__device__ __forceinline__ tq_u16 tq_f2h(float f) {
+  tq_u16 h;
+  asm("{ .reg .f16 t; cvt.rn.f16.f32 t, %1; mov.b16 %0, t; }" : "=h"(h) : "f"(f));
+  return h;
+}
+__device__ __forceinline__ float tq_bf2f(tq_u16 h) {
+  return __int_as_float((int)((tq_u32)h << 16));
+}
+__device__ __forceinline__ tq_u16 tq_f2bf(float f) {
+  tq_u32 x = (tq_u32)__float_as_int(f);
+  if ((x & 0x7FFFFFFFu) > 0x7F800000u) return (tq_u16)((x >> 16) | 0x40u);
+  x += 0x7FFFu + ((x >> 16) & 1u);
+  return (tq_u16)(x >> 16);
+}
+
+#if TQ_DTYPE == TQ_DTYPE_F32
+typedef float tq_act;
+__device__ __forceinline__ float tq_load(const tq_act *p, size_t i) { return p[i]; }
+__device__ __forceinline__ void tq_store(tq_act *p, size_t i, float x) { p[i] = x; }
+#elif TQ_DTYPE == TQ_DTYPE_F16
+typedef tq_u16 tq_act;
+__device__ __forceinline__ float tq_load(const tq_act *p, size_t i) { return tq_h2f(p[i]); }
+__device__ __forceinline__ void tq_store(tq_act *p, size_t i, float x) { p[i] = tq_f2h(x); }
+#else
+typedef tq_u16 tq_act;
+__device__ __forceinline__ float tq_load(const tq_act *p, size_t i) { return tq_bf2f(p[i]); }
+__device__ __forceinline__ void tq_store(tq_act *p, size_t i, float x) { p[i] = tq_f2bf(x); }
+#endif
+
+/* ---- slots ------------------------------------------------------------- */
+__device__ __forceinline__ tq_u8 *tq_slot(const tq_kargs &a, void *base,
+                                          int bytes, int b, int h, int t) {
+#if TQ_PAGED
+  size_t block = (size_t)a.block_table[(size_t)b * a.max_blocks + t / TQ_BLOCK];
+  return (tq_u8 *)base + ((block * a.kv_heads + h) * TQ_BLOCK + t % TQ_BLOCK) * bytes;
+#else
+  return (tq_u8 *)base + (((size_t)b * a.kv_heads + h) * a.capacity + t) * bytes;
+#endif
+}
+
+__device__ __forceinline__ float tq_f32_at(const tq_u8 *p) {
+  return *(const float *)p;
+}
+
+/* Index j of width bits from 32-bit words (docs/FORMAT.md bit order).  The
+ * word after the last index word always exists inside the slot (a scale or
+ * norm follows every index block). */
+__device__ __forceinline__ unsigned tq_index(const tq_u32 *w, int j, int bits) {
+  int bit = j * bits, k = bit >> 5, sh = bit & 31;
+  unsigned v = w[k] >> sh;
+  if (sh + bits > 32) v |= w[k + 1] << (32 - sh);
+  return v & ((1u << bits) - 1u);
+}
+
+__device__ __forceinline__ int tq_channel(const tq_u16 *perm, int i) {
+  return perm ? perm[i] : i;
+}
+
+__device__ __forceinline__ const tq_u16 *tq_perm(const tq_kargs &a, int h) {
+  return a.channel_perm ? a.channel_perm + (size_t)h * TQ_D : 0;
+}
+
+/* ---- block-wide rotations in shared memory ---------------------------- */
+__device__ void tq_wht(float *x, int n) {
+  for (int h = 1; h < n; h <<= 1) {
+    __syncthreads();
+    for (int p = threadIdx.x; p < n / 2; p += blockDim.x) {
+      int i = (p / h) * 2 * h + p % h;
+      float u = x[i], v = x[i + h];
+      x[i] = u + v;
+      x[i + h] = u - v;
+    }
+  }
+  __syncthreads();
+}
+
+/* out = R in (inverse = 0) or R^T in (inverse = 1), in and out in shared
+ * memory and distinct.  R is signs (randomized Hadamard) or a dense matrix. */
+__device__ void tq_rotate(const float *signs, const float *matrix, int n,
+                          int inverse, const float *in, float *out) {
+  __syncthreads();
+  if (signs) {
+    float s = rsqrtf((float)n);
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+      out[i] = inverse ? in[i] : in[i] * signs[i];
+    tq_wht(out, n);
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+      out[i] *= inverse ? s * signs[i] : s;
+  } else {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      float acc = 0.f;
+      for (int k = 0; k < n; k++)
+        acc += (inverse ? matrix[k * n + i] : matrix[i * n + k]) * in[k];
+      out[i] = acc;
+    }
+  }
+  __syncthreads();
+}
+
+#define TQ_MAIN_ROTATE(inv, in, out) \
+  tq_rotate(TQ_MAIN_SIGNS, TQ_MAIN_MATRIX, TQ_M, inv, in, out)
+#define TQ_OUT_ROTATE(inv, in, out) \
+  tq_rotate(TQ_OUT_SIGNS, TQ_OUT_MATRIX, TQ_O, inv, in, out)
+
+/* Sum over the block (every thread gets it). */
+__device__ float tq_block_sum(float v, float *scratch) {
+  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float s = 0.f;
+  for (int w = 0; w < (int)(blockDim.x + 31) / 32; w++) s += scratch[w];
+  __syncthreads();
+  return s;
+}
+
+/* ---- encode ------------------------------------------------------------ */
+/* Quantizes rotated y (n channels, shared) into packed words at dst and
+ * returns the scale (docs/FORMAT.md).  idx: shared scratch, n bytes. */
+__device__ float tq_quantize(const float *y, int n, int bits, const float *cb,
+                             const float *bnd, tq_u8 *idx, tq_u32 *dst,
+                             float *scratch) {
+  float n2 = 0.f;
+  for (int j = threadIdx.x; j < n; j += blockDim.x) n2 += y[j] * y[j];
+  n2 = tq_block_sum(n2, scratch);
+  float z = n2 > 0.f ? sqrtf((float)n / n2) : 0.f, c2 = 0.f;
+  int levels = 1 << bits;
+  for (int j = threadIdx.x; j < n; j += blockDim.x) {
+    float x = y[j] * z;
+    int lo = 0, hi = levels - 1;
+    while (lo < hi) {
+      int mid = (lo + hi) >> 1;
+      if (x >= bnd[mid]) lo = mid + 1; else hi = mid;
+    }
+    idx[j] = (tq_u8)lo;
+    c2 += cb[lo] * cb[lo];
+  }
+  c2 = tq_block_sum(c2, scratch); /* also orders idx writes before packing */
+  int words = (n * bits + 31) / 32;
+  for (int w = threadIdx.x; w < words; w += blockDim.x) {
+    tq_u32 word = 0;
+    for (int bit = 32 * w; bit < 32 * w + 32 && bit < n * bits; bit++)
+      word |= (tq_u32)((idx[bit / bits] >> (bit % bits)) & 1u) << (bit - 32 * w);
+    dst[w] = word;
+  }
+  float scale = sqrtf(n2 / (float)n);
+  if (TQ_NC && c2 > 0.f) scale = sqrtf(n2 / c2);
+  return scale;
+}
+
+/* Writes 1-bit flags (shared bytes) as packed words. */
+__device__ void tq_pack_bits(const tq_u8 *flag, int n, tq_u32 *dst) {
+  for (int w = threadIdx.x; w < (n + 31) / 32; w += blockDim.x) {
+    tq_u32 word = 0;
+    for (int i = 32 * w; i < 32 * w + 32 && i < n; i++) word |= (tq_u32)flag[i] << (i - 32 * w);
+    dst[w] = word;
+  }
+}
+
+struct tq_encode_smem {
+  float x[TQ_D];
+  float xm[TQ_M];
+  float y[TQ_M];
+  float xo[TQ_OW];
+  float yo[TQ_OW];
+  float r[TQ_M];
+  tq_u8 idx[TQ_D];
+  float scratch[32];
+};
+
+/* The outlier part of a slot: raw f16 or its own quantized instance. */
+__device__ void tq_encode_outliers(tq_encode_smem &s, const tq_u16 *perm,
+                                   tq_u8 *slot, int idx_at, int scale_at) {
+#if TQ_O > 0
+  for (int j = threadIdx.x; j < TQ_O; j += blockDim.x) s.xo[j] = s.x[tq_channel(perm, j)];
+#if TQ_OB == 16
+  __syncthreads();
+  for (int w = threadIdx.x; w < (TQ_O + 1) / 2; w += blockDim.x) {
+    tq_u32 lo = tq_f2h(s.xo[2 * w]);
+    tq_u32 hi = 2 * w + 1 < TQ_O ? tq_f2h(s.xo[2 * w + 1]) : 0u;
+    ((tq_u32 *)(slot + idx_at))[w] = lo | hi << 16;
+  }
+#else
+  TQ_OUT_ROTATE(0, s.xo, s.yo);
+  float sc = tq_quantize(s.yo, TQ_O, TQ_OB, tq_out_cb, tq_out_bnd, s.idx,
+                         (tq_u32 *)(slot + idx_at), s.scratch);
+  if (threadIdx.x == 0) *(float *)(slot + scale_at) = sc;
+#endif
+#endif
+}
+
+/* grid (n_tokens, kv_heads, batch), one warp: one token of one head. */
+extern "C" __global__ void {{SYM}}_encode(const tq_kargs a) {
+  __shared__ tq_encode_smem s;
+  const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int t = a.seq_lens[b] - a.n_tokens + i;
+  const tq_u16 *perm = tq_perm(a, h);
+  const size_t at = (((size_t)b * a.n_tokens + i) * a.kv_heads + h) * TQ_D;
+  for (int kv = 0; kv < 2; kv++) {
+    const tq_act *src = (const tq_act *)(kv ? a.v : a.k);
+    tq_u8 *slot = tq_slot(a, kv ? a.v_cache : a.k_cache, kv ? TQ_V_BYTES : TQ_K_BYTES, b, h, t);
+    __syncthreads();
+    for (int j = threadIdx.x; j < TQ_D; j += blockDim.x) s.x[j] = tq_load(src, at + j);
+    __syncthreads();
+#if TQ_VMINMAX
+    if (kv) {
+      const int top = (1 << TQ_VB) - 1;
+      for (int g = threadIdx.x; g < TQ_D / TQ_VGROUP; g += blockDim.x) {
+        float mn = s.x[g * TQ_VGROUP], mx = mn;
+        for (int j = 1; j < TQ_VGROUP; j++) {
+          mn = fminf(mn, s.x[g * TQ_VGROUP + j]);
+          mx = fmaxf(mx, s.x[g * TQ_VGROUP + j]);
+        }
+        tq_u16 hs = tq_f2h((mx - mn) / top), hm = tq_f2h(mn);
+        float st = tq_h2f(hs), lo = tq_h2f(hm);
+        ((tq_u32 *)(slot + TQ_V_GROUPS))[g] = (tq_u32)hs | (tq_u32)hm << 16;
+        for (int j = 0; j < TQ_VGROUP; j++) {
+          float q = st > 0.f ? floorf((s.x[g * TQ_VGROUP + j] - lo) / st + 0.5f) : 0.f;
+          s.idx[g * TQ_VGROUP + j] = (tq_u8)(q < 0.f ? 0.f : q > top ? (float)top : q);
+        }
+      }
+      __syncthreads();
+      int words = (TQ_D * TQ_VB + 31) / 32;
+      for (int w = threadIdx.x; w < words; w += blockDim.x) {
+        tq_u32 word = 0;
+        for (int bit = 32 * w; bit < 32 * w + 32 && bit < TQ_D * TQ_VB; bit++)
+          word |= (tq_u32)((s.idx[bit / TQ_VB] >> (bit % TQ_VB)) & 1u) << (bit - 32 * w);
+        ((tq_u32 *)(slot + TQ_V_IDX))[w] = word;
+      }
+      continue;
+    }
+#endif
+    for (int j = threadIdx.x; j < TQ_M; j += blockDim.x) s.xm[j] = s.x[tq_channel(perm, TQ_O + j)];
+    TQ_MAIN_ROTATE(0, s.xm, s.y);
+    if (!kv) {
+#if TQ_QJL
+      float sc = tq_quantize(s.y, TQ_M, TQ_KB, tq_k_cb, tq_k_bnd, s.idx,
+                             (tq_u32 *)(slot + TQ_K_IDX), s.scratch);
+      if (threadIdx.x == 0) *(float *)(slot + TQ_K_SCALE) = sc;
+      float rn2 = 0.f;
+      for (int j = threadIdx.x; j < TQ_M; j += blockDim.x) {
+        s.r[j] = s.y[j] - sc * tq_k_cb[s.idx[j]];
+        rn2 += s.r[j] * s.r[j];
+      }
+      rn2 = tq_block_sum(rn2, s.scratch);
+      for (int k = threadIdx.x; k < TQ_M; k += blockDim.x) {
+        float acc = 0.f;
+        for (int j = 0; j < TQ_M; j++) acc += tq_qjl_s[k * TQ_M + j] * s.r[j];
+        s.idx[k] = acc >= 0.f;
+      }
+      __syncthreads();
+      tq_pack_bits(s.idx, TQ_M, (tq_u32 *)(slot + TQ_K_QJL));
+      if (threadIdx.x == 0) *(float *)(slot + TQ_K_RNORM) = sqrtf(rn2);
+#else
+      float sc = tq_quantize(s.y, TQ_M, TQ_KB, tq_k_cb, tq_k_bnd, s.idx,
+                             (tq_u32 *)(slot + TQ_K_IDX), s.scratch);
+      if (threadIdx.x == 0) *(float *)(slot + TQ_K_SCALE) = sc;
+#endif
+      __syncthreads();
+      tq_encode_outliers(s, perm, slot, TQ_K_OUT_IDX, TQ_K_OUT_SCALE);
+    } else {
+#if !TQ_VMINMAX
+      float sc = tq_quantize(s.y, TQ_M, TQ_VB, tq_v_cb, tq_v_bnd, s.idx,
+                             (tq_u32 *)(slot + TQ_V_IDX), s.scratch);
+      if (threadIdx.x == 0) *(float *)(slot + TQ_V_SCALE) = sc;
+      __syncthreads();
+      tq_encode_outliers(s, perm, slot, TQ_V_OUT_IDX, TQ_V_OUT_SCALE);
+#endif
+    }
+  }
+}
+
+/* ---- attention --------------------------------------------------------- */
+struct tq_attend_smem {
+  float q[TQ_RQ][TQ_M];   /* rotated, scaled main part of each row */
+  float qo[TQ_RQ][TQ_OW]; /* rotated (or raw) outlier part */
+  float qs[TQ_RQ][TQ_M];  /* S q for QJL */
+  float qsum[TQ_RQ];
+  float tmp[TQ_D];
+  float tmp2[TQ_D];
+  float kcb[256], vcb[256], ocb[256];
+  /* per key group: running max, sum and accumulators, merged at the end */
+  float m[TQ_WARPS * TQ_KPW][TQ_RQ];
+  float l[TQ_WARPS * TQ_KPW][TQ_RQ];
+};
+
+/* Decode and prefill: one (split, kv head x row tile, sequence) per block. */
+__device__ void tq_attend(const tq_kargs &a) {
+  __shared__ tq_attend_smem s;
+  extern __shared__ float acc_smem[]; /* [groups][TQ_RQ][TQ_VDIM] */
+  const int split = blockIdx.x, splits = a.splits, b = blockIdx.z;
+  const int rows = a.n_tokens * TQ_G, tiles = (rows + TQ_RQ - 1) / TQ_RQ;
+  const int h = blockIdx.y / tiles, r0 = (blockIdx.y % tiles) * TQ_RQ;
+  const tq_u16 *perm = tq_perm(a, h);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int group = warp * TQ_KPW + lane / TQ_LPK, sub = lane % TQ_LPK;
+  const int len = a.seq_lens[b];
+
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+#if TQ_KB > 0
+    if (i < (1 << TQ_KB)) s.kcb[i] = tq_k_cb[i];
+#endif
+#if !TQ_VMINMAX
+    if (i < (1 << TQ_VB)) s.vcb[i] = tq_v_cb[i];
+#endif
+#if TQ_O > 0 && TQ_OB != 16
+    if (i < (1 << TQ_OB)) s.ocb[i] = tq_out_cb[i];
+#endif
+  }
+  /* Rotate (and scale) the block's query rows once. */
+  int ctx[TQ_RQ];
+  for (int r = 0; r < TQ_RQ; r++) {
+    int row = r0 + r, tok = row / TQ_G, g = row % TQ_G;
+    ctx[r] = row < rows ? len - a.n_tokens + tok + 1 : 0;
+    if (row >= rows) {
+      for (int j = threadIdx.x; j < TQ_M; j += blockDim.x) s.q[r][j] = s.qs[r][j] = 0.f;
+      for (int j = threadIdx.x; j < TQ_OW; j += blockDim.x) s.qo[r][j] = 0.f;
+      if (threadIdx.x == 0) s.qsum[r] = 0.f;
+      continue;
+    }
+    size_t at = (((size_t)b * a.n_tokens + tok) * a.kv_heads * TQ_G + (size_t)h * TQ_G + g) * TQ_D;
+    const tq_act *q = (const tq_act *)a.q;
+    __syncthreads();
+    for (int j = threadIdx.x; j < TQ_M; j += blockDim.x)
+      s.tmp[j] = a.sm_scale * tq_load(q, at + tq_channel(perm, TQ_O + j));
+    TQ_MAIN_ROTATE(0, s.tmp, s.q[r]);
+#if TQ_O > 0
+    for (int j = threadIdx.x; j < TQ_O; j += blockDim.x)
+      s.tmp[j] = a.sm_scale * tq_load(q, at + tq_channel(perm, j));
+#if TQ_OB == 16
+    __syncthreads();
+    for (int j = threadIdx.x; j < TQ_O; j += blockDim.x) s.qo[r][j] = s.tmp[j];
+#else
+    TQ_OUT_ROTATE(0, s.tmp, s.qo[r]);
+#endif
+#endif
+#if TQ_QJL
+    for (int k = threadIdx.x; k < TQ_M; k += blockDim.x) {
+      float acc = 0.f;
+      for (int j = 0; j < TQ_M; j++) acc += tq_qjl_s[k * TQ_M + j] * s.q[r][j];
+      s.qs[r][k] = acc;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float sum = 0.f;
+      for (int k = 0; k < TQ_M; k++) sum += s.qs[r][k];
+      s.qsum[r] = sum;
+    }
+#endif
+  }
+  __syncthreads();
+
+  /* This lane's channels: main j = sub * TQ_CPL + c, outliers likewise. */
+  float qreg[TQ_RQ][TQ_CPL], acc[TQ_RQ][TQ_VCPL], mrun[TQ_RQ], lrun[TQ_RQ];
+#if TQ_O > 0
+  float qoreg[TQ_RQ][TQ_OCPL], acco[TQ_RQ][TQ_OCPL];
+#endif
+#if TQ_QJL
+  float qsreg[TQ_RQ][TQ_CPL];
+#endif
+  for (int r = 0; r < TQ_RQ; r++) {
+    mrun[r] = -TQ_INF;
+    lrun[r] = 0.f;
+    for (int c = 0; c < TQ_CPL; c++) {
+      int j = sub * TQ_CPL + c;
+      qreg[r][c] = j < TQ_M ? s.q[r][j] : 0.f;
+#if TQ_QJL
+      qsreg[r][c] = j < TQ_M ? s.qs[r][j] : 0.f;
+#endif
+    }
+    for (int c = 0; c < TQ_VCPL; c++) acc[r][c] = 0.f;
+#if TQ_O > 0
+    for (int c = 0; c < TQ_OCPL; c++) {
+      int j = sub * TQ_OCPL + c;
+      qoreg[r][c] = j < TQ_O ? s.qo[r][j] : 0.f;
+      acco[r][c] = 0.f;
+    }
+#endif
+  }
+
+  /* This split's slice of the context (the longest row sees len tokens). */
+  int slice = (len + splits - 1) / splits;
+  int t_begin = split * slice, t_end = min(len, t_begin + slice);
+  const int ngroups = TQ_WARPS * TQ_KPW;
+  /* The loop runs the same number of times in every lane of a warp (the
+   * shuffles below need the whole warp); a key group past the slice's end
+   * computes nothing and adds nothing. */
+  for (int t0 = t_begin + warp * TQ_KPW; t0 < t_end; t0 += ngroups) {
+    const int t = t0 + lane / TQ_LPK;
+    const bool live = t < t_end;
+    const tq_u8 *ks = tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, live ? t : t_begin);
+    const tq_u8 *vs = tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, live ? t : t_begin);
+    float part[TQ_RQ];
+    for (int r = 0; r < TQ_RQ; r++) part[r] = 0.f;
+#if TQ_KB > 0
+    {
+      const tq_u32 *w = (const tq_u32 *)(ks + TQ_K_IDX);
+      for (int c = 0; c < TQ_CPL; c++) {
+        int j = sub * TQ_CPL + c;
+        float kv = j < TQ_M ? s.kcb[tq_index(w, j, TQ_KB)] : 0.f;
+        for (int r = 0; r < TQ_RQ; r++) part[r] += qreg[r][c] * kv;
+      }
+      float sc = tq_f32_at(ks + TQ_K_SCALE);
+      for (int r = 0; r < TQ_RQ; r++) part[r] *= sc;
+    }
+#endif
+#if TQ_QJL
+    {
+      const tq_u32 *w = (const tq_u32 *)(ks + TQ_K_QJL);
+      float pos[TQ_RQ];
+      for (int r = 0; r < TQ_RQ; r++) pos[r] = 0.f;
+      for (int c = 0; c < TQ_CPL; c++) {
+        int j = sub * TQ_CPL + c;
+        if (j < TQ_M && tq_index(w, j, 1))
+          for (int r = 0; r < TQ_RQ; r++) pos[r] += qsreg[r][c];
+      }
+      /* sqrt(pi/2)/m |r| <S q, 2 sign - 1>; the -sum term is added once
+       * per key group (by lane sub == 0) after the reduction below. */
+      float f = 1.25331413731550025f / TQ_M * tq_f32_at(ks + TQ_K_RNORM);
+      for (int r = 0; r < TQ_RQ; r++)
+        part[r] += f * (2.f * pos[r] - (sub == 0 ? s.qsum[r] : 0.f));
+    }
+#endif
+#if TQ_O > 0
+    {
+      float osum[TQ_RQ];
+      for (int r = 0; r < TQ_RQ; r++) osum[r] = 0.f;
+      for (int c = 0; c < TQ_OCPL; c++) {
+        int j = sub * TQ_OCPL + c;
+        if (j >= TQ_O) continue;
+#if TQ_OB == 16
+        float kv = tq_h2f(*(const tq_u16 *)(ks + TQ_K_OUT_IDX + 2 * j));
+#else
+        float kv = s.ocb[tq_index((const tq_u32 *)(ks + TQ_K_OUT_IDX), j, TQ_OB)];
+#endif
+        for (int r = 0; r < TQ_RQ; r++) osum[r] += qoreg[r][c] * kv;
+      }
+#if TQ_OB == 16
+      float osc = 1.f;
+#else
+      float osc = tq_f32_at(ks + TQ_K_OUT_SCALE);
+#endif
+      for (int r = 0; r < TQ_RQ; r++) part[r] += osc * osum[r];
+    }
+#endif
+    for (int o = TQ_LPK / 2; o; o >>= 1)
+      for (int r = 0; r < TQ_RQ; r++)
+        part[r] += __shfl_xor_sync(0xffffffffu, part[r], o);
+    /* Online softmax: one exp per row and token. */
+    float p[TQ_RQ];
+    for (int r = 0; r < TQ_RQ; r++) {
+      if (!live || t >= ctx[r]) {
+        p[r] = 0.f;
+        continue;
+      }
+      float sc = part[r];
+      if (sc > mrun[r]) {
+        float corr = __expf(mrun[r] - sc);
+        lrun[r] *= corr;
+        for (int c = 0; c < TQ_VCPL; c++) acc[r][c] *= corr;
+#if TQ_O > 0
+        for (int c = 0; c < TQ_OCPL; c++) acco[r][c] *= corr;
+#endif
+        mrun[r] = sc;
+        p[r] = 1.f;
+      } else {
+        p[r] = __expf(sc - mrun[r]);
+      }
+      lrun[r] += p[r];
+    }
+#if TQ_VMINMAX
+    for (int c = 0; c < TQ_VCPL; c++) {
+      int j = sub * TQ_VCPL + c;
+      if (j >= TQ_D) continue;
+      tq_u32 gw = ((const tq_u32 *)(vs + TQ_V_GROUPS))[j / TQ_VGROUP];
+      float vv = tq_h2f((tq_u16)(gw >> 16)) +
+                 tq_h2f((tq_u16)gw) * (float)tq_index((const tq_u32 *)(vs + TQ_V_IDX), j, TQ_VB);
+      for (int r = 0; r < TQ_RQ; r++) acc[r][c] += p[r] * vv;
+    }
+#else
+    {
+      float vsc = tq_f32_at(vs + TQ_V_SCALE);
+      const tq_u32 *w = (const tq_u32 *)(vs + TQ_V_IDX);
+      for (int c = 0; c < TQ_CPL; c++) {
+        int j = sub * TQ_CPL + c;
+        float vv = j < TQ_M ? vsc * s.vcb[tq_index(w, j, TQ_VB)] : 0.f;
+        for (int r = 0; r < TQ_RQ; r++) acc[r][c] += p[r] * vv;
+      }
+#if TQ_O > 0
+#if TQ_OB != 16
+      float vosc = tq_f32_at(vs + TQ_V_OUT_SCALE);
+#endif
+      for (int c = 0; c < TQ_OCPL; c++) {
+        int j = sub * TQ_OCPL + c;
+        if (j >= TQ_O) continue;
+#if TQ_OB == 16
+        float vv = tq_h2f(*(const tq_u16 *)(vs + TQ_V_OUT_IDX + 2 * j));
+#else
+        float vv = vosc * s.ocb[tq_index((const tq_u32 *)(vs + TQ_V_OUT_IDX), j, TQ_OB)];
+#endif
+        for (int r = 0; r < TQ_RQ; r++) acco[r][c] += p[r] * vv;
+      }
+#endif
+    }
+#endif
+  }
+
+  /* Merge the key groups of the block, then write this split's partial. */
+  if (sub == 0)
+    for (int r = 0; r < TQ_RQ; r++) {
+      s.m[group][r] = mrun[r];
+      s.l[group][r] = lrun[r];
+    }
+  for (int r = 0; r < TQ_RQ; r++) {
+    float *dst = acc_smem + ((size_t)group * TQ_RQ + r) * TQ_VDIM;
+#if TQ_VMINMAX
+    for (int c = 0; c < TQ_VCPL; c++)
+      if (sub * TQ_VCPL + c < TQ_D) dst[sub * TQ_VCPL + c] = acc[r][c];
+#else
+    for (int c = 0; c < TQ_CPL; c++)
+      if (sub * TQ_CPL + c < TQ_M) dst[sub * TQ_CPL + c] = acc[r][c];
+#if TQ_O > 0
+    for (int c = 0; c < TQ_OCPL; c++)
+      if (sub * TQ_OCPL + c < TQ_O) dst[TQ_M + sub * TQ_OCPL + c] = acco[r][c];
+#endif
+#endif
+  }
+  __syncthreads();
+  float *ws = (float *)a.workspace;
+  for (int r = 0; r < TQ_RQ; r++) {
+    int row = r0 + r;
+    if (row >= rows) break;
+    float mx = -TQ_INF;
+    for (int g = 0; g < ngroups; g++) mx = fmaxf(mx, s.m[g][r]);
+    float *part = ws + ((((size_t)b * a.kv_heads + h) * rows + row) * splits + split) * TQ_PART;
+    float l = 0.f;
+    for (int g = 0; g < ngroups; g++)
+      l += s.l[g][r] > 0.f ? s.l[g][r] * __expf(s.m[g][r] - mx) : 0.f;
+    for (int j = threadIdx.x; j < TQ_VDIM; j += blockDim.x) {
+      float v = 0.f;
+      for (int g = 0; g < ngroups; g++)
+        if (s.l[g][r] > 0.f)
+          v += acc_smem[((size_t)g * TQ_RQ + r) * TQ_VDIM + j] * __expf(s.m[g][r] - mx);
+      part[2 + j] = v;
+    }
+    if (threadIdx.x == 0) {
+      part[0] = mx;
+      part[1] = l;
+    }
+  }
+}
+
+extern "C" __global__ void {{SYM}}_decode(const tq_kargs a) { tq_attend(a); }
+extern "C" __global__ void {{SYM}}_prefill(const tq_kargs a) { tq_attend(a); }
+
+/* grid (rows, kv_heads, batch): merge the splits of one output row, rotate
+ * back, write.  Splits come from the workspace written by tq_attend. */
+extern "C" __global__ void {{SYM}}_reduce(const tq_kargs a) {
+  __shared__ float accum[TQ_VDIM];
+#if !TQ_VMINMAX
+  __shared__ float rot[TQ_D];
+#endif
+  __shared__ float weight[64];
+  __shared__ float total;
+  const int row = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int rows = a.n_tokens * TQ_G;
+  const int splits = a.splits;
+  const float *part = (const float *)a.workspace +
+                      (((size_t)b * a.kv_heads + h) * rows + row) * (size_t)splits * TQ_PART;
+  const tq_u16 *perm = tq_perm(a, h);
+  if (threadIdx.x == 0) {
+    float mx = -TQ_INF, l = 0.f;
+    for (int sp = 0; sp < splits; sp++) mx = fmaxf(mx, part[sp * TQ_PART]);
+    for (int sp = 0; sp < splits && sp < 64; sp++) {
+      float w = part[sp * TQ_PART + 1] > 0.f ? __expf(part[sp * TQ_PART] - mx) : 0.f;
+      weight[sp] = w;
+      l += w * part[sp * TQ_PART + 1];
+    }
+    total = l;
+  }
+  __syncthreads();
+  for (int j = threadIdx.x; j < TQ_VDIM; j += blockDim.x) {
+    float v = 0.f;
+    for (int sp = 0; sp < splits && sp < 64; sp++) v += weight[sp] * part[sp * TQ_PART + 2 + j];
+    accum[j] = v / total;
+  }
+  __syncthreads();
+  int tok = row / TQ_G, g = row % TQ_G;
+  size_t at = (((size_t)b * a.n_tokens + tok) * a.kv_heads * TQ_G + (size_t)h * TQ_G + g) * TQ_D;
+  tq_act *out = (tq_act *)a.out;
+#if TQ_VMINMAX
+  for (int j = threadIdx.x; j < TQ_D; j += blockDim.x) tq_store(out, at + j, accum[j]);
+#else
+  TQ_MAIN_ROTATE(1, accum, rot);
+  for (int j = threadIdx.x; j < TQ_M; j += blockDim.x)
+    tq_store(out, at + tq_channel(perm, TQ_O + j), rot[j]);
+#if TQ_O > 0
+#if TQ_OB == 16
+  for (int j = threadIdx.x; j < TQ_O; j += blockDim.x)
+    tq_store(out, at + tq_channel(perm, j), accum[TQ_M + j]);
+#else
+  TQ_OUT_ROTATE(1, accum + TQ_M, rot);
+  for (int j = threadIdx.x; j < TQ_O; j += blockDim.x)
+    tq_store(out, at + tq_channel(perm, j), rot[j]);
+#endif
+#endif
+#endif
+}
+
+/* ---- dequantize -------------------------------------------------------- */
+/* grid (n_tokens, kv_heads, batch), one warp: token t of one head. */
+extern "C" __global__ void {{SYM}}_dequant(const tq_kargs a) {
+  __shared__ float y[TQ_D], x[TQ_D];
+#if TQ_O > 0 && TQ_OB != 16
+  __shared__ float yo[TQ_O];
+#endif
+  const int t = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const tq_u16 *perm = tq_perm(a, h);
+  const size_t at = (((size_t)b * a.n_tokens + t) * a.kv_heads + h) * TQ_D;
+  for (int kv = 0; kv < 2; kv++) {
+    const tq_u8 *slot = tq_slot(a, kv ? a.v_cache : a.k_cache, kv ? TQ_V_BYTES : TQ_K_BYTES, b, h, t);
+    tq_act *dst = (tq_act *)(kv ? a.v : a.k);
+    __syncthreads();
+#if TQ_VMINMAX
+    if (kv) {
+      for (int j = threadIdx.x; j < TQ_D; j += blockDim.x) {
+        tq_u32 gw = ((const tq_u32 *)(slot + TQ_V_GROUPS))[j / TQ_VGROUP];
+        tq_store(dst, at + j, tq_h2f((tq_u16)(gw >> 16)) +
+                                  tq_h2f((tq_u16)gw) * (float)tq_index((const tq_u32 *)(slot + TQ_V_IDX), j, TQ_VB));
+      }
+      continue;
+    }
+#endif
+    int bits = kv ? TQ_VB : TQ_KB;
+#if TQ_VMINMAX
+    const float *cb = tq_k_cb; /* values returned above */
+#else
+    const float *cb = kv ? tq_v_cb : tq_k_cb;
+#endif
+    float sc = bits > 0 ? tq_f32_at(slot + (kv ? TQ_V_SCALE : TQ_K_SCALE)) : 0.f;
+    for (int j = threadIdx.x; j < TQ_M; j += blockDim.x)
+      y[j] = bits > 0 ? sc * cb[tq_index((const tq_u32 *)(slot + (kv ? TQ_V_IDX : TQ_K_IDX)), j, bits)] : 0.f;
+#if TQ_QJL
+    if (!kv) {
+      float c = 1.25331413731550025f / TQ_M * tq_f32_at(slot + TQ_K_RNORM);
+      const tq_u32 *w = (const tq_u32 *)(slot + TQ_K_QJL);
+      for (int j = threadIdx.x; j < TQ_M; j += blockDim.x) {
+        float acc = 0.f;
+        for (int i = 0; i < TQ_M; i++) acc += (tq_index(w, i, 1) ? c : -c) * tq_qjl_s[i * TQ_M + j];
+        y[j] += acc;
+      }
+    }
+#endif
+    TQ_MAIN_ROTATE(1, y, x);
+    for (int j = threadIdx.x; j < TQ_M; j += blockDim.x) tq_store(dst, at + tq_channel(perm, TQ_O + j), x[j]);
+#if TQ_O > 0
+    {
+      int oi = kv ? TQ_V_OUT_IDX : TQ_K_OUT_IDX;
+#if TQ_OB == 16
+      for (int j = threadIdx.x; j < TQ_O; j += blockDim.x)
+        tq_store(dst, at + tq_channel(perm, j), tq_h2f(*(const tq_u16 *)(slot + oi + 2 * j)));
+#else
+      float osc = tq_f32_at(slot + (kv ? TQ_V_OUT_SCALE : TQ_K_OUT_SCALE));
+      __syncthreads();
+      for (int j = threadIdx.x; j < TQ_O; j += blockDim.x)
+        yo[j] = osc * tq_out_cb[tq_index((const tq_u32 *)(slot + oi), j, TQ_OB)];
+      TQ_OUT_ROTATE(1, yo, x);
+      for (int j = threadIdx.x; j < TQ_O; j += blockDim.x) tq_store(dst, at + tq_channel(perm, j), x[j]);
+#endif
+    }
+#endif
+  }
+}
