@@ -7,7 +7,7 @@
 
 #define THREADS 128 /* TQ_THREADS */
 #define ROWS 4      /* TQ_RQ */
-#define TARGET_BLOCKS 528 /* 4 blocks on each of an H100's 132 SMs */
+#define TARGET_BLOCKS 2112 /* 16 blocks on each of an H100's 132 SMs */
 #define MAX_SPLITS 64     /* the reduce kernel merges at most 64 */
 #define MIN_SLICE 64      /* tokens per split, at least */
 

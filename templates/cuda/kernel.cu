@@ -18,6 +18,7 @@
 #define TQ_THREADS 128
 #define TQ_WARPS (TQ_THREADS / 32)
 #define TQ_RQ 4 /* query rows per block */
+#define TQ_UNROLL 2 /* cache tokens in flight per key group */
 /* Lanes per key: a power of two, so a key group is an aligned part of a
  * warp and its partial sums meet through xor shuffles. */
 #if TQ_M > 256
@@ -434,12 +435,16 @@ __device__ void tq_attend(const tq_kargs &a) {
   /* The loop runs the same number of times in every lane of a warp (the
    * shuffles below need the whole warp); a key group past the slice's end
    * computes nothing and adds nothing. */
-  for (int t0 = t_begin + warp * TQ_KPW; t0 < t_end; t0 += ngroups) {
-    const int t = t0 + lane / TQ_LPK;
+  for (int t00 = t_begin + warp * TQ_KPW; t00 < t_end; t00 += TQ_UNROLL * ngroups) {
+    /* Scores of TQ_UNROLL tokens per key group first, so their loads are in
+     * flight together; then the softmax and value updates in order. */
+    float partu[TQ_UNROLL][TQ_RQ];
+#pragma unroll
+    for (int u = 0; u < TQ_UNROLL; u++) {
+    const int t = t00 + u * ngroups + lane / TQ_LPK;
     const bool live = t < t_end;
     const tq_u8 *ks = tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, live ? t : t_begin);
-    const tq_u8 *vs = tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, live ? t : t_begin);
-    float part[TQ_RQ];
+    float *part = partu[u];
     for (int r = 0; r < TQ_RQ; r++) part[r] = 0.f;
 #if TQ_KB > 0
     {
@@ -492,9 +497,18 @@ __device__ void tq_attend(const tq_kargs &a) {
       for (int r = 0; r < TQ_RQ; r++) part[r] += osc * osum[r];
     }
 #endif
-    for (int o = TQ_LPK / 2; o; o >>= 1)
-      for (int r = 0; r < TQ_RQ; r++)
-        part[r] += __shfl_xor_sync(0xffffffffu, part[r], o);
+    }
+#pragma unroll
+    for (int u = 0; u < TQ_UNROLL; u++)
+      for (int o = TQ_LPK / 2; o; o >>= 1)
+        for (int r = 0; r < TQ_RQ; r++)
+          partu[u][r] += __shfl_xor_sync(0xffffffffu, partu[u][r], o);
+#pragma unroll
+    for (int u = 0; u < TQ_UNROLL; u++) {
+    const int t = t00 + u * ngroups + lane / TQ_LPK;
+    const bool live = t < t_end;
+    const tq_u8 *vs = tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, live ? t : t_begin);
+    const float *part = partu[u];
     /* Online softmax: one exp per row and token. */
     float p[TQ_RQ];
     for (int r = 0; r < TQ_RQ; r++) {
@@ -552,6 +566,7 @@ __device__ void tq_attend(const tq_kargs &a) {
 #endif
     }
 #endif
+    }
   }
 
   /* Merge the key groups of the block, then write this split's partial. */
@@ -599,8 +614,10 @@ __device__ void tq_attend(const tq_kargs &a) {
   }
 }
 
-extern "C" __global__ void {{SYM}}_decode(const tq_kargs a) { tq_attend(a); }
-extern "C" __global__ void {{SYM}}_prefill(const tq_kargs a) { tq_attend(a); }
+extern "C" __global__ void __launch_bounds__(TQ_THREADS)
+{{SYM}}_decode(const tq_kargs a) { tq_attend(a); }
+extern "C" __global__ void __launch_bounds__(TQ_THREADS)
+{{SYM}}_prefill(const tq_kargs a) { tq_attend(a); }
 
 /* grid (rows, kv_heads, batch): merge the splits of one output row, rotate
  * back, write.  Splits come from the workspace written by tq_attend. */
