@@ -45,6 +45,11 @@ typedef struct tq_backend_ops {
   tq_status (*sync)(void *state, char *err, size_t errn);
 } tq_backend_ops;
 
+/* Runs argv (no shell) in folder cwd (NULL: this one) with stdout and
+ * stderr to log_path; returns the exit status, or -1 when it could not run
+ * or was killed.  For compilers. */
+int tq_spawn(char *const argv[], const char *cwd, const char *log_path);
+
 extern const tq_backend_ops tq_backend_c;
 extern const tq_backend_ops tq_backend_cuda;
 

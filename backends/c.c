@@ -81,24 +81,6 @@ static tq_status read_file(const char *path, void **data, size_t *size) {
   return TQ_OK;
 }
 
-/* Runs argv with stderr to log_path; returns the exit status or -1. */
-static int run(char *const argv[], const char *log_path) {
-  pid_t pid = fork();
-  if (pid < 0) return -1;
-  if (pid == 0) {
-    int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd >= 0) {
-      dup2(fd, 2);
-      dup2(fd, 1);
-    }
-    execvp(argv[0], argv);
-    _exit(127);
-  }
-  int status;
-  while (waitpid(pid, &status, 0) < 0)
-    if (errno != EINTR) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 /* First diagnostic line "file:LINE:..." mapped back to its template. */
 static void explain(const tqg_source *src, const char *log, const char *cfile,
@@ -153,7 +135,7 @@ static tq_status c_compile(void *state, const tq_variant *v,
   } else {
     char *argv[] = {(char *)compiler(), "-std=c11", "-O3", "-fPIC", "-shared",
                     "-w", "-o", so, cfile, "-lm", NULL};
-    int rc = run(argv, log);
+    int rc = tq_spawn(argv, NULL, log);
     if (rc != 0) {
       explain(src, log, name, err, errn);
       st = TQ_ERR_COMPILE;

@@ -4,15 +4,16 @@
 
 #include "emit.h"
 
-/* nvptx64 is LP64, like the hosts the runtime runs on, so tq_kargs has the
- * same layout on both sides of cuLaunchKernel. */
+/* NVRTC (__CUDACC_RTC__) has no standard headers: give tq_abi.h the integer
+ * types itself.  nvptx64 is LP64 like the hosts the runtime runs on, so
+ * tq_kargs has the same layout on both sides of cuLaunchKernel.  nvcc (the
+ * AOT path) has the system headers and uses them. */
 static const char cuda_types[] =
+    "#ifdef __CUDACC_RTC__\n"
     "#define TQ_ABI_NO_STD_HEADERS\n"
-    "typedef signed char int8_t;\ntypedef unsigned char uint8_t;\n"
-    "typedef short int16_t;\ntypedef unsigned short uint16_t;\n"
-    "typedef int int32_t;\ntypedef unsigned int uint32_t;\n"
-    "typedef long long int64_t;\ntypedef unsigned long long uint64_t;\n"
-    "typedef unsigned long size_t;\n";
+    "typedef unsigned char uint8_t;\ntypedef unsigned short uint16_t;\n"
+    "typedef int int32_t;\ntypedef unsigned long size_t;\n"
+    "#endif\n";
 
 tq_status tqg_emit_cuda(const tq_variant *v, const char *origin,
                         tqg_source *s, char *err, size_t errn) {

@@ -1,6 +1,6 @@
 /* output.c - the generated tree: <dir>/<backend>/<variant>.<ext>,
  * <dir>/<family>_dispatch.{c,h} and <dir>/manifest.json. */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* realpath */
 #include "output.h"
 
 #include <cjson/cJSON.h>
@@ -11,11 +11,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "clang_check.h"
 #include "core/core.h"
 #include "emit.h"
 
-unsigned tqg_emittable_backends(void) { return 1u << TQG_BACKEND_C; }
+unsigned tqg_emittable_backends(void) {
+  return 1u << TQG_BACKEND_C | 1u << TQG_BACKEND_CUDA;
+}
 
 static tq_status make_dir(const char *path, char *err, size_t errn) {
   char buf[1024];
@@ -106,15 +109,137 @@ static tq_status emit_c_file(const tqg_spec *spec, const tq_variant *v,
   return st;
 }
 
+/* Kernels of one op in the manifest. */
+static void manifest_kernels(cJSON *kernels, const char *backend,
+                             const char *rel, const char *sym) {
+  for (int op = 0; op < TQ_OP_COUNT; op++) {
+    char fn[260];
+    snprintf(fn, sizeof fn, "%s_%s", sym, tqg_op_name((tq_op)op));
+    cJSON *kj = cJSON_CreateObject();
+    cJSON_AddStringToObject(kj, "op", tqg_op_name((tq_op)op));
+    cJSON_AddStringToObject(kj, "backend", backend);
+    cJSON_AddStringToObject(kj, "file", rel);
+    cJSON_AddStringToObject(kj, "symbol", fn);
+    cJSON_AddItemToArray(kernels, kj);
+  }
+}
+
+/* nvcc -fatbin for every arch of the spec (default sm_80, sm_89, sm_90);
+ * returns the fatbin's bytes (malloc'd). */
+static tq_status nvcc_fatbin(const char *dir, const char *rel_cu,
+                             const char *archs, void **bin, size_t *size,
+                             char *err, size_t errn) {
+  char out[1300], log[1300], list[128], gencode[16][64];
+  char *argv[64];
+  int n = 0;
+  const char *nvcc = getenv("NVCC");
+  if (!nvcc || !*nvcc) nvcc = "nvcc";
+  /* nvcc runs inside dir on the relative path: the fatbin records the
+   * source path, and a path that does not depend on -o keeps the output
+   * byte-identical wherever it is written. */
+  snprintf(out, sizeof out, "%s/%s.fatbin.tmp%ld", dir, rel_cu, (long)getpid());
+  snprintf(log, sizeof log, "%s/%s.nvcc.log%ld", dir, rel_cu, (long)getpid());
+  char *abs_out = realpath(dir, NULL);
+  if (!abs_out) {
+    snprintf(err, errn, "--aot: cannot resolve %s", dir);
+    return TQ_ERR_IO;
+  }
+  char out_abs[1400];
+  snprintf(out_abs, sizeof out_abs, "%s/%s.fatbin.tmp%ld", abs_out, rel_cu, (long)getpid());
+  free(abs_out);
+  snprintf(list, sizeof list, "%s", *archs ? archs : "sm_80,sm_89,sm_90");
+  argv[n++] = (char *)nvcc;
+  argv[n++] = "-fatbin";
+  argv[n++] = "-std=c++17";
+  int g = 0;
+  for (char *a = strtok(list, ","); a && g < 16; a = strtok(NULL, ","), g++) {
+    /* sm_90a -> arch=compute_90a,code=sm_90a */
+    snprintf(gencode[g], sizeof gencode[g], "arch=compute_%s,code=%s", a + 3, a);
+    argv[n++] = "-gencode";
+    argv[n++] = gencode[g];
+  }
+  argv[n++] = "-o";
+  argv[n++] = out_abs;
+  argv[n++] = (char *)rel_cu;
+  argv[n] = NULL;
+  int rc = tq_spawn(argv, dir, log);
+  tq_status st = TQ_OK;
+  if (rc != 0) {
+    FILE *f = fopen(log, "r");
+    char first[400] = "";
+    if (f) {
+      if (!fgets(first, sizeof first, f)) first[0] = 0;
+      fclose(f);
+    }
+    first[strcspn(first, "\n")] = 0;
+    snprintf(err, errn, "--aot: %s failed on %s (exit %d)%s%s", nvcc, rel_cu, rc,
+             *first ? ": " : "", rc == 127 ? "nvcc not found (set NVCC)" : first);
+    st = TQ_ERR_COMPILE;
+  } else {
+    FILE *f = fopen(out, "rb");
+    long len = -1;
+    if (f && !fseek(f, 0, SEEK_END)) len = ftell(f);
+    *bin = len > 0 ? malloc((size_t)len) : NULL;
+    if (!f || len <= 0 || !*bin || fseek(f, 0, SEEK_SET) ||
+        fread(*bin, 1, (size_t)len, f) != (size_t)len) {
+      snprintf(err, errn, "--aot: cannot read %s", out);
+      free(*bin);
+      *bin = NULL;
+      st = TQ_ERR_IO;
+    } else {
+      *size = (size_t)len;
+    }
+    if (f) fclose(f);
+  }
+  remove(out);
+  remove(log);
+  return st;
+}
+
+/* A byte array, 16 per line, aligned for the driver's loader. */
+static void byte_array(tqg_source *s, const char *name, const unsigned char *p,
+                       size_t n) {
+  tqg_source_printf(s, "static const _Alignas(16) unsigned char %s[%zu] = {", name, n);
+  for (size_t i = 0; i < n; i++)
+    tqg_source_printf(s, "%s%u%s", i % 16 ? "" : "\n  ", p[i], i + 1 < n ? "," : "");
+  tqg_source_puts(s, "\n};\n");
+}
+
 void tqg_print_files(const tqg_spec *spec, unsigned backends, FILE *f) {
   char name[160];
-  if ((backends >> TQG_BACKEND_C) & 1)
-    for (int i = 0; i < spec->n_variants; i++) {
-      tqg_variant_name(&spec->variants[i], name, sizeof name);
-      fprintf(f, "c/%s.c\n", name);
-    }
+  for (int i = 0; i < spec->n_variants; i++) {
+    tqg_variant_name(&spec->variants[i], name, sizeof name);
+    if ((backends >> TQG_BACKEND_C) & 1) fprintf(f, "c/%s.c\n", name);
+    if ((backends >> TQG_BACKEND_CUDA) & 1) fprintf(f, "cuda/%s.cu\n", name);
+  }
   fprintf(f, "%s_dispatch.h\n%s_dispatch.c\nmanifest.json\n", spec->family,
           spec->family);
+}
+
+/* One dispatch-table entry: C functions, or a CUDA fatbin array. */
+static void dispatch_entry(tqg_source *c, const tq_variant *v, const char *name,
+                           const char *sym, const char *backend,
+                           const char *fatbin) {
+  tqg_source_printf(c,
+      "  {\"%s\", 0x%016llxull, \"%s\",\n"
+      "   {.head_dim = %d, .group = %d, .key_bits = %d, .value_bits = %d,\n"
+      "    .value_method = %s, .value_group = %d, .outlier_count = %d,\n"
+      "    .outlier_bits = %d, .qjl = %d, .norm_correction = %d,\n"
+      "    .seed = 0x%llxull, .dtype = %s, .layout = %s, .block_size = %d},\n",
+      name, (unsigned long long)tqg_variant_hash(v), backend, v->head_dim,
+      v->group, v->key_bits, v->value_bits,
+      v->value_method == TQ_VALUE_MINMAX ? "TQ_VALUE_MINMAX" : "TQ_VALUE_TQ",
+      v->value_group, v->outlier_count, v->outlier_bits, v->qjl,
+      v->norm_correction, (unsigned long long)v->seed,
+      v->dtype == TQ_F16 ? "TQ_F16" : v->dtype == TQ_BF16 ? "TQ_BF16" : "TQ_F32",
+      v->layout == TQ_PAGED ? "TQ_PAGED" : "TQ_CONTIGUOUS", v->block_size);
+  if (fatbin)
+    tqg_source_printf(c, "   {NULL, NULL, NULL, NULL}, NULL, %s, sizeof %s,\n"
+                         "   {NULL, NULL, NULL, NULL}},\n", fatbin, fatbin);
+  else
+    tqg_source_printf(c, "   {%s_encode, %s_decode, %s_prefill, %s_dequant}, %s_workspace,\n"
+                         "   NULL, 0, {NULL, NULL, NULL, NULL}},\n",
+                      sym, sym, sym, sym, sym);
 }
 
 tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
@@ -122,14 +247,20 @@ tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
   char rel[300], name[160], sym[200];
   tq_status st = make_dir(o->dir, err, errn);
   int do_c = (o->backends >> TQG_BACKEND_C) & 1;
+  int do_cuda = (o->backends >> TQG_BACKEND_CUDA) & 1;
   if (!st && do_c) {
     snprintf(rel, sizeof rel, "%s/c", o->dir);
     st = make_dir(rel, err, errn);
   }
+  if (!st && do_cuda) {
+    snprintf(rel, sizeof rel, "%s/cuda", o->dir);
+    st = make_dir(rel, err, errn);
+  }
   if (st) return st;
-  tqg_source h, c;
+  tqg_source h, c, fatbins;
   tqg_source_init(&h);
   tqg_source_init(&c);
+  tqg_source_init(&fatbins);
   cJSON *root = cJSON_CreateObject(), *files = cJSON_CreateArray();
   cJSON_AddStringToObject(root, "generator", "tqgen");
   cJSON_AddStringToObject(root, "version", TQ_GENERATOR_VERSION);
@@ -171,41 +302,43 @@ tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
     cJSON *kernels = cJSON_AddArrayToObject(vj, "kernels");
     cJSON_AddItemToArray(variants, vj);
     tqg_variant_name(v, name, sizeof name);
-    if (!do_c) continue;
     tqg_c_symbol(v, sym, sizeof sym);
-    snprintf(rel, sizeof rel, "c/%s.c", name);
-    if (!o->quiet) fprintf(stderr, "  c       %s\n", rel);
-    if ((st = emit_c_file(spec, v, o->dir, rel, err, errn))) break;
-    cJSON_AddItemToArray(files, cJSON_CreateString(rel));
-    for (int op = 0; op < TQ_OP_COUNT; op++) {
-      char fn[260];
-      snprintf(fn, sizeof fn, "%s_%s", sym, tqg_op_name((tq_op)op));
-      cJSON *kj = cJSON_CreateObject();
-      cJSON_AddStringToObject(kj, "op", tqg_op_name((tq_op)op));
-      cJSON_AddStringToObject(kj, "backend", "c");
-      cJSON_AddStringToObject(kj, "file", rel);
-      cJSON_AddStringToObject(kj, "symbol", fn);
-      cJSON_AddItemToArray(kernels, kj);
+    if (do_c) {
+      snprintf(rel, sizeof rel, "c/%s.c", name);
+      if (!o->quiet) fprintf(stderr, "  c       %s\n", rel);
+      if ((st = emit_c_file(spec, v, o->dir, rel, err, errn))) break;
+      cJSON_AddItemToArray(files, cJSON_CreateString(rel));
+      manifest_kernels(kernels, "c", rel, sym);
+      dispatch_entry(&c, v, name, sym, "c", NULL);
+      count++;
     }
-    tqg_source_printf(&c,
-        "  {\"%s\", 0x%016llxull, \"c\",\n"
-        "   {.head_dim = %d, .group = %d, .key_bits = %d, .value_bits = %d,\n"
-        "    .value_method = %s, .value_group = %d, .outlier_count = %d,\n"
-        "    .outlier_bits = %d, .qjl = %d, .norm_correction = %d,\n"
-        "    .seed = 0x%llxull, .dtype = %s, .layout = %s, .block_size = %d},\n"
-        "   {%s_encode, %s_decode, %s_prefill, %s_dequant}, %s_workspace,\n"
-        "   NULL, 0, {NULL, NULL, NULL, NULL}},\n",
-        name, (unsigned long long)tqg_variant_hash(v), v->head_dim, v->group,
-        v->key_bits, v->value_bits,
-        v->value_method == TQ_VALUE_MINMAX ? "TQ_VALUE_MINMAX" : "TQ_VALUE_TQ",
-        v->value_group, v->outlier_count, v->outlier_bits, v->qjl,
-        v->norm_correction, (unsigned long long)v->seed,
-        v->dtype == TQ_F16 ? "TQ_F16" : v->dtype == TQ_BF16 ? "TQ_BF16" : "TQ_F32",
-        v->layout == TQ_PAGED ? "TQ_PAGED" : "TQ_CONTIGUOUS", v->block_size,
-        sym, sym, sym, sym, sym);
-    count++;
+    if (do_cuda) {
+      snprintf(rel, sizeof rel, "cuda/%s.cu", name);
+      if (!o->quiet) fprintf(stderr, "  cuda    %s%s\n", rel, o->aot ? " (+ fatbin)" : "");
+      tqg_source src;
+      tqg_source_init(&src);
+      st = tqg_emit_cuda(v, spec->file, &src, err, errn);
+      if (!st) st = write_file(o->dir, rel, src.text, src.len, err, errn);
+      tqg_source_free(&src);
+      if (st) break;
+      cJSON_AddItemToArray(files, cJSON_CreateString(rel));
+      manifest_kernels(kernels, "cuda", rel, sym);
+      if (o->aot) {
+        void *bin = NULL;
+        size_t size = 0;
+        char array[64];
+        st = nvcc_fatbin(o->dir, rel, spec->backend[TQG_BACKEND_CUDA].archs, &bin,
+                         &size, err, errn);
+        if (st) break;
+        snprintf(array, sizeof array, "tq_fatbin_%d", i);
+        byte_array(&fatbins, array, bin, size);
+        free(bin);
+        dispatch_entry(&c, v, name, sym, "cuda", array);
+        count++;
+      }
+    }
   }
-  tqg_source_printf(&c, "};\n\nconst tq_dispatch_table tq_dispatch_%s = {\n"
+  tqg_source_printf(&c, "  {0} /* end: keeps the array non-empty */\n};\n\nconst tq_dispatch_table tq_dispatch_%s = {\n"
                         "  \"%s\", \"%s\", %d, entries};\n",
                     fam, fam, TQ_GENERATOR_VERSION, count);
   if (!st) {
@@ -214,8 +347,19 @@ tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
     cJSON_AddItemToArray(files, cJSON_CreateString(rel));
   }
   if (!st) {
+    /* Fatbin arrays first: the entries refer to them. */
+    tqg_source all;
+    tqg_source_init(&all);
+    size_t head = strstr(c.text, "static const tq_dispatch_entry") - c.text;
+    char *table = c.text + head;
+    c.text[head] = 0;
+    tqg_source_puts(&all, c.text);
+    if (fatbins.len) tqg_source_puts(&all, fatbins.text);
+    c.text[head] = 's';
+    tqg_source_puts(&all, table);
     snprintf(rel, sizeof rel, "%s_dispatch.c", fam);
-    st = write_file(o->dir, rel, c.text, c.len, err, errn);
+    st = all.oom ? TQ_ERR_NOMEM : write_file(o->dir, rel, all.text, all.len, err, errn);
+    tqg_source_free(&all);
     cJSON_AddItemToArray(files, cJSON_CreateString(rel));
   }
   cJSON_AddItemToArray(files, cJSON_CreateString("manifest.json"));
@@ -238,5 +382,6 @@ tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
   cJSON_Delete(root);
   tqg_source_free(&h);
   tqg_source_free(&c);
+  tqg_source_free(&fatbins);
   return st;
 }

@@ -66,3 +66,33 @@ expect(nonzero "cannot" ${SRC}/specs/smollm2.lua -o /proc/tqgen-out)
 
 # Every kernel of smollm2 on the C backend against the reference.
 expect(zero "0 failed" ${SRC}/specs/smollm2.lua --verify --backend c)
+
+# CUDA AOT: a fatbin per variant embedded in the dispatch table, the same
+# bytes wherever the tree is written, and a table that compiles.
+find_program(NVCC nvcc PATHS /usr/local/cuda/bin)
+if(NVCC)
+  set(ENV{NVCC} "${NVCC}")
+  file(WRITE "${WORK}/tiny.lua" "return family {\n  name = 'tiny',\n  models = { model { name = 't', head_dim = 64, q_heads = 4, kv_heads = 2 } },\n  quant = { quant { key_bits = 4, value_bits = 4 } },\n  backends = { c = {}, cuda = { archs = { 'sm_80' } } },\n}\n")
+  expect(zero "written" ${WORK}/tiny.lua -o ${WORK}/aot1 --aot)
+  expect(zero "written" ${WORK}/tiny.lua -o ${WORK}/aot2 --aot)
+  file(SHA256 "${WORK}/aot1/tiny_dispatch.c" h1)
+  file(SHA256 "${WORK}/aot2/tiny_dispatch.c" h2)
+  file(READ "${WORK}/aot1/tiny_dispatch.c" table)
+  if(NOT h1 STREQUAL h2)
+    message(SEND_ERROR "--aot output depends on where it is written")
+  endif()
+  if(NOT table MATCHES "tq_fatbin_0, sizeof tq_fatbin_0" OR NOT table MATCHES "\"cuda\"")
+    message(SEND_ERROR "--aot wrote no CUDA fatbin entry")
+  endif()
+  execute_process(COMMAND cc -std=c11 -Wall -Wextra -Werror -c
+                  -I${SRC}/runtime -I${SRC}/gen/core -I${WORK}/aot1
+                  ${WORK}/aot1/tiny_dispatch.c -o ${WORK}/aot1/dispatch.o
+                  RESULT_VARIABLE rc ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(SEND_ERROR "the AOT dispatch table does not compile:\n${err}")
+  endif()
+  set(ENV{NVCC} "/nonexistent/nvcc")
+  expect(nonzero "nvcc not found" ${WORK}/tiny.lua -o ${WORK}/aot3 --aot)
+else()
+  message(STATUS "nvcc not found: CUDA --aot not checked")
+endif()
