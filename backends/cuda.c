@@ -450,8 +450,15 @@ tq_status tq_cuda_compile(const tq_variant *v, const char *arch,
   }
   snprintf(opt_arch, sizeof opt_arch, "-arch=%s%s", ptx ? "compute_" : "sm_",
            strchr(arch, '_') + 1);
-  /* IEEE arithmetic (no --use_fast_math); -lineinfo for profilers. */
-  const char *opts[] = {opt_arch, "--std=c++17", "-lineinfo"};
+  /* IEEE arithmetic (no --use_fast_math); -lineinfo for profilers.
+   * TQ_NVRTC_OPTIONS adds options (e.g. -DTQ_UNROLL=4) for experiments. */
+  const char *opts[16] = {opt_arch, "--std=c++17", "-lineinfo"};
+  int nopts = 3;
+  char extra[256];
+  const char *env = getenv("TQ_NVRTC_OPTIONS");
+  snprintf(extra, sizeof extra, "%s", env ? env : "");
+  for (char *o = strtok(extra, " "); o && nopts < 16; o = strtok(NULL, " "))
+    opts[nopts++] = o;
   nvrtcProgram p = NULL;
   nvrtcResult r = nv.CreateProgram(&p, src->text, name, 0, NULL, NULL);
   if (r != NVRTC_SUCCESS) {
@@ -459,7 +466,7 @@ tq_status tq_cuda_compile(const tq_variant *v, const char *arch,
              nv.GetErrorString(r));
     return r == NVRTC_ERROR_OUT_OF_MEMORY ? TQ_ERR_NOMEM : TQ_ERR_INVALID;
   }
-  r = nv.CompileProgram(p, (int)(sizeof opts / sizeof *opts), opts);
+  r = nv.CompileProgram(p, nopts, opts);
   if (r != NVRTC_SUCCESS) {
     char *log = program_log(p);
     if (r == NVRTC_ERROR_COMPILATION && log) {
@@ -503,6 +510,7 @@ typedef struct cuda_state {
   char arch[24];    /* what compile targets: sm_XY, or compute_XY for the
                        driver to finish when NVRTC predates the device */
   char name[128];
+  char target[48]; /* cache target with an options tag */
 } cuda_state;
 
 typedef struct cuda_module {
@@ -597,8 +605,16 @@ static tq_status cuda_open(void **state, char *err, size_t errn) {
   return TQ_OK;
 }
 
+/* The cache target: the arch, and a tag of TQ_NVRTC_OPTIONS when set so
+ * experiments never load each other's binaries. */
 static const char *cuda_target(void *state) {
-  return ((cuda_state *)state)->arch;
+  cuda_state *s = state;
+  const char *env = getenv("TQ_NVRTC_OPTIONS");
+  if (!env || !*env) return s->arch;
+  unsigned long long h = 1469598103934665603ull; /* FNV-1a */
+  for (const char *c = env; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+  snprintf(s->target, sizeof s->target, "%s-x%08llx", s->arch, h & 0xffffffffull);
+  return s->target;
 }
 
 static void cuda_close(void *state) {

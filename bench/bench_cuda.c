@@ -4,7 +4,8 @@
  * measured in the same run (the physical limit).  Prints tab-separated rows
  * that bench/gpu_report.py joins with the PyTorch SDPA baseline.
  *
- * usage: bench_cuda [--quick]   (run by bench/gpu.sh on the device) */
+ * usage: bench_cuda [--quick | --shape B CONTEXT]  (bench/gpu.sh runs it;
+ *        --shape times one decode shape only, for profilers) */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
 #include <math.h>
@@ -115,6 +116,11 @@ static double copy_bandwidth(tq_backend *be) {
 
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
+  int only_b = 0, only_ctx = 0;
+  if (argc > 3 && !strcmp(argv[1], "--shape")) {
+    only_b = atoi(argv[2]);
+    only_ctx = atoi(argv[3]);
+  }
   char err[1024], name[160];
   tq_backend *be;
   if (!load_driver()) die(NULL, "libcuda.so.1 not loadable");
@@ -180,6 +186,7 @@ int main(int argc, char **argv) {
     for (int ci = 0; ci < 4; ci++) {
       int B = batches[bi], ctx = contexts[ci];
       if (quick && (B > 8 || ctx > 16384)) continue;
+      if (only_b && (B != only_b || ctx != only_ctx)) continue;
       tq_buffer *kc, *vc, *lens, *q, *out, *ws = NULL;
       if (tq_alloc(be, kslot * HEADS * B * (size_t)ctx, &kc) ||
           tq_alloc(be, vslot * HEADS * B * (size_t)ctx, &vc) || tq_alloc(be, 4 * (size_t)B, &lens))
@@ -217,6 +224,10 @@ int main(int argc, char **argv) {
       tq_free(be, ws);
     }
 
+  if (only_b) {
+    tq_close(be);
+    return 0;
+  }
   /* Prefill: a 4K prompt attending causally over its own packed cache. */
   {
     tq_buffer *q = upload_random(be, (size_t)CHUNK * HEADS * GROUP * DIM, v.dtype, &rng), *out, *ws = NULL;

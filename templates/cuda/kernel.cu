@@ -18,7 +18,9 @@
 #define TQ_THREADS 128
 #define TQ_WARPS (TQ_THREADS / 32)
 #define TQ_RQ 4 /* query rows per block */
+#ifndef TQ_UNROLL /* TQ_NVRTC_OPTIONS=-DTQ_UNROLL=n tries others */
 #define TQ_UNROLL 2 /* cache tokens in flight per key group */
+#endif
 /* Lanes per key: a power of two, so a key group is an aligned part of a
  * warp and its partial sums meet through xor shuffles. */
 #if TQ_M > 256
