@@ -343,32 +343,39 @@ int {{SYM}}_encode(const tq_kargs *a) {
 }
 
 /* ---- decoding one slot into the rotated bases ------------------------- */
-/* Key: main part (rotated), outlier part (rotated, or raw for f16). */
+/* The outlier part at idx_at / scale_at: rotated, or raw f16. */
+static void tq_outlier_rows(const uint8_t *slot, int idx_at, int scale_at,
+                            float *out) {
+#if TQ_O > 0
+#if TQ_OB == 16
+  int j;
+  (void)scale_at;
+  for (j = 0; j < TQ_O; j++) {
+    uint16_t h;
+    memcpy(&h, slot + idx_at + 2 * j, 2);
+    out[j] = tq_half_to_float(h);
+  }
+#else
+  tq_decode_part(slot + idx_at, TQ_O, TQ_OB, tq_out_cb, tq_out_tab,
+                 tq_f32_at(slot + scale_at), out);
+#endif
+#else
+  (void)slot;
+  (void)idx_at;
+  (void)scale_at;
+  (void)out;
+#endif
+}
+
+/* Key: main part (rotated), outlier part. */
 static void tq_key_rows(const uint8_t *slot, float *main, float *out) {
 #if TQ_KB > 0
   tq_decode_part(slot + TQ_K_IDX, TQ_M, TQ_KB, tq_k_cb, tq_k_tab,
                  tq_f32_at(slot + TQ_K_SCALE), main);
 #else
-  (void)slot;
   (void)main;
 #endif
-#if TQ_O > 0
-#if TQ_OB == 16
-  {
-    int j;
-    for (j = 0; j < TQ_O; j++) {
-      uint16_t h;
-      memcpy(&h, slot + TQ_K_OUT_IDX + 2 * j, 2);
-      out[j] = tq_half_to_float(h);
-    }
-  }
-#else
-  tq_decode_part(slot + TQ_K_OUT_IDX, TQ_O, TQ_OB, tq_out_cb, tq_out_tab,
-                 tq_f32_at(slot + TQ_K_OUT_SCALE), out);
-#endif
-#else
-  (void)out;
-#endif
+  tq_outlier_rows(slot, TQ_K_OUT_IDX, TQ_K_OUT_SCALE, out);
 }
 
 /* Value: TQ values like keys; min-max values straight into channel order. */
@@ -386,23 +393,7 @@ static void tq_value_rows(const uint8_t *slot, float *main, float *out) {
 #else
   tq_decode_part(slot + TQ_V_IDX, TQ_M, TQ_VB, tq_v_cb, tq_v_tab,
                  tq_f32_at(slot + TQ_V_SCALE), main);
-#if TQ_O > 0
-#if TQ_OB == 16
-  {
-    int j;
-    for (j = 0; j < TQ_O; j++) {
-      uint16_t h;
-      memcpy(&h, slot + TQ_V_OUT_IDX + 2 * j, 2);
-      out[j] = tq_half_to_float(h);
-    }
-  }
-#else
-  tq_decode_part(slot + TQ_V_OUT_IDX, TQ_O, TQ_OB, tq_out_cb, tq_out_tab,
-                 tq_f32_at(slot + TQ_V_OUT_SCALE), out);
-#endif
-#else
-  (void)out;
-#endif
+  tq_outlier_rows(slot, TQ_V_OUT_IDX, TQ_V_OUT_SCALE, out);
 #endif
 }
 
