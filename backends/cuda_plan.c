@@ -24,6 +24,15 @@ static int capacity(const tq_variant *v, const tq_kargs *a) {
   return v->layout == TQ_PAGED ? a->max_blocks * v->block_size : a->capacity;
 }
 
+/* The template's TQ_FAST: these variants use the fast attention kernel,
+ * whose shared memory is all static. */
+static int fast_path(const tq_variant *v) {
+  int kb = v->key_bits, vb = v->value_bits;
+  return v->outlier_count == 0 && !v->qjl && v->value_method == TQ_VALUE_TQ &&
+         (kb == 2 || kb == 4) && (vb == 2 || vb == 4) && v->head_dim <= THREADS &&
+         v->head_dim % 32 == 0;
+}
+
 static int splits(const tq_variant *v, const tq_kargs *a) {
   int rows = a->n_tokens * v->group, tiles = (rows + ROWS - 1) / ROWS;
   long base = (long)a->batch * a->kv_heads * tiles;
@@ -59,7 +68,8 @@ int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a,
   steps[0].entry = op == TQ_OP_DECODE ? "decode" : "prefill";
   set3(steps[0].grid, (unsigned)splits(v, a), (unsigned)y, (unsigned)a->batch);
   set3(steps[0].block, THREADS, 1, 1);
-  steps[0].shared_bytes = (unsigned)(sizeof(float) * groups * ROWS * v->head_dim /* TQ_VDIM */);
+  steps[0].shared_bytes =
+      fast_path(v) ? 0 : (unsigned)(sizeof(float) * groups * ROWS * v->head_dim /* TQ_VDIM */);
   steps[1].entry = "reduce";
   set3(steps[1].grid, (unsigned)rows, (unsigned)a->kv_heads, (unsigned)a->batch);
   set3(steps[1].block, THREADS, 1, 1);

@@ -616,10 +616,171 @@ __device__ void tq_attend(const tq_kargs &a) {
   }
 }
 
+
+/* ---- attention, fast path ---------------------------------------------
+ * For the common variants (no outliers, no QJL, TurboQuant values, 2- or
+ * 4-bit indices, head_dim <= 128) scoring and value accumulation are split
+ * the FlashDecoding way.  A tile has one cache token per thread: the thread
+ * loads its whole key and value slot (independent word loads, all in flight
+ * together) and scores the block's query rows from a table in shared memory,
+ * lut[row][channel][code] = q[row][channel] * centroid[code], so a score is
+ * one lookup and one add per channel.  Then each thread owns one channel and
+ * accumulates the tile's values from the staged indices.  No shuffles on the
+ * per-token path; few registers, so more warps hide the load latency. */
+#define TQ_FAST (TQ_O == 0 && !TQ_QJL && !TQ_VMINMAX && (TQ_KB == 2 || TQ_KB == 4) && \
+                 (TQ_VB == 2 || TQ_VB == 4) && TQ_D <= TQ_THREADS && TQ_D % 32 == 0)
+#if TQ_FAST
+#define TQ_KW (TQ_D * TQ_KB / 32) /* index words of a key */
+#define TQ_VW (TQ_D * TQ_VB / 32) /* index words of a value */
+#define TQ_KL (1 << TQ_KB)
+
+struct tq_fast_smem {
+  float lut[TQ_RQ][TQ_D][TQ_KL];
+  tq_u32 vt[TQ_THREADS][TQ_VW + 1]; /* +1: rows land on distinct banks */
+  float vscale[TQ_THREADS];
+  float p[TQ_RQ][TQ_THREADS];
+  float q[TQ_RQ][TQ_D];
+  float tmp[TQ_D];
+  float vcb[1 << TQ_VB];
+  float red[TQ_RQ][TQ_WARPS];
+};
+
+/* Every thread gets the max (or sum) over the block of v[r], per row. */
+__device__ void tq_block_rows(float *v, float (*red)[TQ_WARPS], int is_max) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int r = 0; r < TQ_RQ; r++) {
+    float x = v[r];
+    for (int o = 16; o; o >>= 1) {
+      float y = __shfl_xor_sync(0xffffffffu, x, o);
+      x = is_max ? fmaxf(x, y) : x + y;
+    }
+    if (lane == 0) red[r][warp] = x;
+  }
+  __syncthreads();
+  for (int r = 0; r < TQ_RQ; r++) {
+    float x = red[r][0];
+    for (int w = 1; w < TQ_WARPS; w++) x = is_max ? fmaxf(x, red[r][w]) : x + red[r][w];
+    v[r] = x;
+  }
+  __syncthreads();
+}
+
+__device__ void tq_attend_fast(const tq_kargs &a) {
+  __shared__ tq_fast_smem s;
+  const int split = blockIdx.x, splits = a.splits, b = blockIdx.z;
+  const int rows = a.n_tokens * TQ_G, tiles = (rows + TQ_RQ - 1) / TQ_RQ;
+  const int h = blockIdx.y / tiles, r0 = (blockIdx.y % tiles) * TQ_RQ;
+  const int tid = threadIdx.x, len = a.seq_lens[b];
+  const tq_u16 *perm = tq_perm(a, h);
+  const tq_act *q = (const tq_act *)a.q;
+  int ctx[TQ_RQ];
+
+  if (tid < (1 << TQ_VB)) s.vcb[tid] = tq_v_cb[tid];
+  for (int r = 0; r < TQ_RQ; r++) {
+    int row = r0 + r, tok = row / TQ_G, g = row % TQ_G;
+    ctx[r] = row < rows ? len - a.n_tokens + tok + 1 : 0;
+    __syncthreads();
+    if (row >= rows) {
+      for (int j = tid; j < TQ_D; j += blockDim.x) s.q[r][j] = 0.f;
+      continue;
+    }
+    size_t at = (((size_t)b * a.n_tokens + tok) * a.kv_heads * TQ_G + (size_t)h * TQ_G + g) * TQ_D;
+    for (int j = tid; j < TQ_D; j += blockDim.x)
+      s.tmp[j] = a.sm_scale * tq_load(q, at + tq_channel(perm, j));
+    TQ_MAIN_ROTATE(0, s.tmp, s.q[r]);
+  }
+  __syncthreads();
+  for (int i = tid; i < TQ_RQ * TQ_D * TQ_KL; i += blockDim.x) {
+    int c = i % TQ_KL, j = (i / TQ_KL) % TQ_D, r = i / (TQ_KL * TQ_D);
+    s.lut[r][j][c] = s.q[r][j] * tq_k_cb[c];
+  }
+  __syncthreads();
+
+  float acc[TQ_RQ], m[TQ_RQ], l[TQ_RQ];
+  for (int r = 0; r < TQ_RQ; r++) {
+    acc[r] = 0.f;
+    m[r] = -TQ_INF;
+    l[r] = 0.f;
+  }
+  const int slice = (len + splits - 1) / splits;
+  const int t_begin = split * slice, t_end = min(len, t_begin + slice);
+  for (int tile = t_begin; tile < t_end; tile += TQ_THREADS) {
+    const int t = tile + tid;
+    float sc[TQ_RQ];
+    for (int r = 0; r < TQ_RQ; r++) sc[r] = -TQ_INF;
+    if (t < t_end) {
+      const tq_u32 *kw = (const tq_u32 *)tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, t);
+      const tq_u32 *vw = (const tq_u32 *)tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, t);
+      tq_u32 kr[TQ_KW], vr[TQ_VW];
+      for (int w = 0; w < TQ_KW; w++) kr[w] = kw[TQ_K_IDX / 4 + w];
+      for (int w = 0; w < TQ_VW; w++) vr[w] = vw[TQ_V_IDX / 4 + w];
+      float ksc = __int_as_float((int)kw[TQ_K_SCALE / 4]);
+      s.vscale[tid] = __int_as_float((int)vw[TQ_V_SCALE / 4]);
+      for (int w = 0; w < TQ_VW; w++) s.vt[tid][w] = vr[w];
+      float dot[TQ_RQ];
+      for (int r = 0; r < TQ_RQ; r++) dot[r] = 0.f;
+      for (int w = 0; w < TQ_KW; w++)
+        for (int k = 0; k < 32 / TQ_KB; k++) {
+          const int c = (kr[w] >> (k * TQ_KB)) & (TQ_KL - 1), j = w * (32 / TQ_KB) + k;
+          for (int r = 0; r < TQ_RQ; r++) dot[r] += s.lut[r][j][c];
+        }
+      for (int r = 0; r < TQ_RQ; r++)
+        if (t < ctx[r]) sc[r] = ksc * dot[r];
+    }
+    /* Online softmax over the tile: block max, then weights and their sum. */
+    float mx[TQ_RQ], p[TQ_RQ], corr[TQ_RQ];
+    for (int r = 0; r < TQ_RQ; r++) mx[r] = sc[r];
+    tq_block_rows(mx, s.red, 1);
+    for (int r = 0; r < TQ_RQ; r++) {
+      float nm = fmaxf(m[r], mx[r]);
+      p[r] = sc[r] == -TQ_INF ? 0.f : __expf(sc[r] - nm);
+      corr[r] = nm == -TQ_INF ? 1.f : __expf(m[r] - nm);
+      m[r] = nm;
+      s.p[r][tid] = p[r] * (t < t_end ? s.vscale[tid] : 0.f);
+    }
+    tq_block_rows(p, s.red, 0); /* its barriers also publish s.p and s.vt */
+    for (int r = 0; r < TQ_RQ; r++) l[r] = l[r] * corr[r] + p[r];
+    if (tid < TQ_D) {
+      const int n = min(TQ_THREADS, t_end - tile);
+      const int per = 32 / TQ_VB, wj = tid / per, sh = (tid % per) * TQ_VB;
+      for (int r = 0; r < TQ_RQ; r++) acc[r] *= corr[r];
+      for (int tt = 0; tt < n; tt++) {
+        const float v = s.vcb[(s.vt[tt][wj] >> sh) & ((1u << TQ_VB) - 1u)];
+        for (int r = 0; r < TQ_RQ; r++) acc[r] += s.p[r][tt] * v;
+      }
+    }
+    __syncthreads();
+  }
+  float *ws = (float *)a.workspace;
+  for (int r = 0; r < TQ_RQ; r++) {
+    int row = r0 + r;
+    if (row >= rows) break;
+    float *part = ws + ((((size_t)b * a.kv_heads + h) * rows + row) * splits + split) * TQ_PART;
+    if (tid == 0) {
+      part[0] = m[r];
+      part[1] = l[r];
+    }
+    if (tid < TQ_D) part[2 + tid] = acc[r];
+  }
+}
+#endif
+
 extern "C" __global__ void __launch_bounds__(TQ_THREADS)
-{{SYM}}_decode(const tq_kargs a) { tq_attend(a); }
+{{SYM}}_decode(const tq_kargs a) {
+#if TQ_FAST
+  tq_attend_fast(a);
+#else
+  tq_attend(a);
+#endif
+}
 extern "C" __global__ void __launch_bounds__(TQ_THREADS)
-{{SYM}}_prefill(const tq_kargs a) { tq_attend(a); }
+{{SYM}}_prefill(const tq_kargs a) {
+#if TQ_FAST
+  tq_attend_fast(a);
+#else
+  tq_attend(a);
+#endif
+}
 
 /* grid (rows, kv_heads, batch): merge the splits of one output row, rotate
  * back, write.  Splits come from the workspace written by tq_attend. */
