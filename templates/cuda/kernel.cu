@@ -765,22 +765,15 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 }
 #endif
 
-extern "C" __global__ void __launch_bounds__(TQ_THREADS)
-{{SYM}}_decode(const tq_kargs a) {
 #if TQ_FAST
-  tq_attend_fast(a);
+#define TQ_ATTEND tq_attend_fast
 #else
-  tq_attend(a);
+#define TQ_ATTEND tq_attend
 #endif
-}
 extern "C" __global__ void __launch_bounds__(TQ_THREADS)
-{{SYM}}_prefill(const tq_kargs a) {
-#if TQ_FAST
-  tq_attend_fast(a);
-#else
-  tq_attend(a);
-#endif
-}
+{{SYM}}_decode(const tq_kargs a) { TQ_ATTEND(a); }
+extern "C" __global__ void __launch_bounds__(TQ_THREADS)
+{{SYM}}_prefill(const tq_kargs a) { TQ_ATTEND(a); }
 
 /* grid (rows, kv_heads, batch): merge the splits of one output row, rotate
  * back, write.  Splits come from the workspace written by tq_attend. */
