@@ -14,6 +14,11 @@ if [ "${1:-}" = "--build" ]; then
   cmake --build build-gpu -j "$(nproc)" --target tqgen bench_cuda > /dev/null
   rm -rf .gpu && mkdir -p .gpu/lib
   cp build-gpu/tqgen build-gpu/bench_cuda .gpu/
+  # The AOT path: a dispatch table with nvcc fatbins, linked into a checker.
+  build-gpu/tqgen bench/aot_check.lua -o build-gpu/aot_check --aot 2> /dev/null
+  cc -std=c11 -O2 -Iruntime -Igen/core -Ibuild-gpu/aot_check bench/aot_check.c \
+     build-gpu/aot_check/aot_check_dispatch.c build-gpu/libtq.a build-gpu/libtqemit.a \
+     build-gpu/libtqcore.a -lxxhash -ldl -lm -lpthread -o .gpu/aot_check
   for lib in liblua5.4.so.0 libcjson.so.1 libxxhash.so.0; do
     cp -L "/usr/lib/x86_64-linux-gnu/$lib" .gpu/lib/
   done
@@ -36,6 +41,8 @@ if command -v compute-sanitizer > /dev/null; then
     --verify --backend cuda > "$OUT/memcheck.txt" 2>&1
   echo "memcheck (smollm2, all ops): exit $? ($(grep -c 'Invalid\|ERROR SUMMARY: [1-9]' "$OUT/memcheck.txt") error lines); $(grep 'ERROR SUMMARY' "$OUT/memcheck.txt" | tail -n 1)"
 fi
+timeout 120 .gpu/aot_check > "$OUT/aot.txt" 2>&1 || status=1
+echo "$(tail -n 1 "$OUT/aot.txt")"
 timeout 200 stdbuf -oL .gpu/bench_cuda > "$OUT/bench.tsv" 2> "$OUT/bench.err" || { status=1; cat "$OUT/bench.err"; }
 timeout 200 python3 -u bench/sdpa_baseline.py > "$OUT/sdpa.tsv" 2> "$OUT/sdpa.err" || { status=1; tail -5 "$OUT/sdpa.err"; }
 python3 bench/gpu_report.py "$OUT/bench.tsv" "$OUT/sdpa.tsv" | tee "$OUT/report.md"
