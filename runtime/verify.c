@@ -251,11 +251,10 @@ static int compare_slot(const tq_ref *r, int value, const uint8_t *got,
   if (l->qjl_offset >= 0) {
     tq_part_layout signs = {l->main.dim, 1, l->qjl_offset, l->qjl_bytes, -1};
     if (!compare_part(&signs, got, want, tot, bad, field, why, n)) return 0;
-    double e = rel_err(f32_at(got + l->rnorm_offset), f32_at(want + l->rnorm_offset));
     /* |r| is small next to |k|: an index flip moves it by a whole cell's
      * share, so judge it against the key scale rather than itself. */
     double s = fmax(fabs(f32_at(want + l->main.scale_offset)), 1e-6);
-    e = fabs(f32_at(got + l->rnorm_offset) - f32_at(want + l->rnorm_offset)) / s;
+    double e = fabs(f32_at(got + l->rnorm_offset) - f32_at(want + l->rnorm_offset)) / s;
     if (e > *field) *field = e;
   }
   if (l->group_offset >= 0)
