@@ -235,10 +235,10 @@ static void dispatch_entry(tqg_source *c, const tq_variant *v, const char *name,
       v->layout == TQ_PAGED ? "TQ_PAGED" : "TQ_CONTIGUOUS", v->block_size);
   if (fatbin)
     tqg_source_printf(c, "   {NULL, NULL, NULL, NULL}, NULL, %s, sizeof %s,\n"
-                         "   {NULL, NULL, NULL, NULL}},\n", fatbin, fatbin);
+                         "   {NULL, NULL, NULL, NULL}, NULL, 0},\n", fatbin, fatbin);
   else
     tqg_source_printf(c, "   {%s_encode, %s_decode, %s_prefill, %s_dequant}, %s_workspace,\n"
-                         "   NULL, 0, {NULL, NULL, NULL, NULL}},\n",
+                         "   NULL, 0, {NULL, NULL, NULL, NULL}, NULL, 0},\n",
                       sym, sym, sym, sym, sym);
 }
 

@@ -74,7 +74,7 @@ static void broken_kernels(void) {
   for (int s = 0; s < 3; s++) {
     char name[160], err[256];
     tqg_variant_name(&v, name, sizeof name);
-    tq_dispatch_entry e = {name, tqg_variant_hash(&v), "c", v, {0}, NULL, NULL, 0, {0}};
+    tq_dispatch_entry e = {name, tqg_variant_hash(&v), "c", v, {0}, NULL, NULL, 0, {0}, NULL, 0};
     memcpy(e.c_fn, sets[s], sizeof e.c_fn);
     tq_dispatch_table t = {"broken", TQ_GENERATOR_VERSION, 1, &e};
     tq_backend *be;
