@@ -619,50 +619,94 @@ __device__ void tq_attend(const tq_kargs &a) {
 
 /* ---- attention, fast path ---------------------------------------------
  * For the common variants (no outliers, no QJL, TurboQuant values, 2- or
- * 4-bit indices, head_dim <= 128) scoring and value accumulation are split
- * the FlashDecoding way.  A tile has one cache token per thread: the thread
- * loads its whole key and value slot (independent word loads, all in flight
- * together) and scores the block's query rows from a table in shared memory,
- * lut[row][channel][code] = q[row][channel] * centroid[code], so a score is
- * one lookup and one add per channel.  Then each thread owns one channel and
- * accumulates the tile's values from the staged indices.  No shuffles on the
- * per-token path; few registers, so more warps hide the load latency. */
+ * 4-bit indices, head_dim <= 128) every warp is an independent
+ * flash-decoding worker: it takes chunks of 32 cache tokens of the block's
+ * context slice, copies their key and value slots into its own shared
+ * buffers with cp.async (coalesced, one chunk ahead of the compute), and
+ *  - scores one token per lane: centroid lookups in a 16-entry table times
+ *    the block's query rows, read as one broadcast float4 per channel;
+ *  - keeps the softmax maximum per warp (a lane's partial sum is only
+ *    rescaled), so the loop has no block barrier at all;
+ *  - accumulates values with each lane owning one index word (8 or 16
+ *    channels) of one token and all query rows, weights arriving by
+ *    shuffle from the lane that scored the token.
+ * The warps' states merge once at the end of the slice.  Shared-memory
+ * traffic per token is a centroid lookup per channel for K and V plus a
+ * few words, a quarter of a q x centroid table's. */
 #define TQ_FAST (TQ_O == 0 && !TQ_QJL && !TQ_VMINMAX && (TQ_KB == 2 || TQ_KB == 4) && \
-                 (TQ_VB == 2 || TQ_VB == 4) && TQ_D <= TQ_THREADS && TQ_D % 32 == 0)
+                 (TQ_VB == 2 || TQ_VB == 4) && TQ_D <= 128 && TQ_D % 32 == 0 && \
+                 (!TQ_PAGED || TQ_BLOCK % 32 == 0 || 32 % TQ_BLOCK == 0))
 #if TQ_FAST
-#define TQ_KW (TQ_D * TQ_KB / 32) /* index words of a key */
-#define TQ_VW (TQ_D * TQ_VB / 32) /* index words of a value */
-#define TQ_KL (1 << TQ_KB)
+#if TQ_RQ != 4
+#error "the fast path holds the block's query rows in one float4"
+#endif
+#define TQ_KW (TQ_D * TQ_KB / 32)  /* index words of a key */
+#define TQ_VW (TQ_D * TQ_VB / 32)  /* index words of a value: lanes per token */
+#define TQ_KSW (TQ_K_BYTES / 4)    /* words of a key slot */
+#define TQ_VSW (TQ_V_BYTES / 4)    /* words of a value slot */
+#define TQ_CHUNK 32                /* cache tokens a warp takes at a time */
+#define TQ_VTPS (32 / TQ_VW)       /* value tokens a warp accumulates per step */
+#define TQ_VCH (32 / TQ_VB)        /* value channels of one lane */
+#define TQ_FULL 0xffffffffu
 
 struct tq_fast_smem {
-  float lut[TQ_RQ][TQ_D][TQ_KL];
-  tq_u32 vt[TQ_THREADS][TQ_VW + 1]; /* +1: rows land on distinct banks */
-  float vscale[TQ_THREADS];
-  float p[TQ_RQ][TQ_THREADS];
-  float q[TQ_RQ][TQ_D];
+  /* per warp, two chunks: the one computed and the one in flight.  Slot
+   * words are odd in number, so lane t reading token t's word w is free of
+   * bank conflicts. */
+  tq_u32 k[TQ_WARPS][2][TQ_CHUNK * TQ_KSW];
+  tq_u32 v[TQ_WARPS][2][TQ_CHUNK * TQ_VSW];
+  float4 q[TQ_D]; /* q[j]: channel j of the block's four rows */
+  float rot[TQ_RQ][TQ_D];
   float tmp[TQ_D];
+  float kcb[1 << TQ_KB];
   float vcb[1 << TQ_VB];
-  float red[TQ_RQ][TQ_WARPS];
+  float m[TQ_WARPS][TQ_RQ];
+  float l[TQ_WARPS][TQ_RQ];
 };
 
-/* Every thread gets the max (or sum) over the block of v[r], per row. */
-__device__ void tq_block_rows(float *v, float (*red)[TQ_WARPS], int is_max) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int r = 0; r < TQ_RQ; r++) {
-    float x = v[r];
-    for (int o = 16; o; o >>= 1) {
-      float y = __shfl_xor_sync(0xffffffffu, x, o);
-      x = is_max ? fmaxf(x, y) : x + y;
-    }
-    if (lane == 0) red[r][warp] = x;
+/* 4-byte asynchronous copy global -> shared (sm_80+), plain copy before. */
+__device__ __forceinline__ void tq_cp4(tq_u32 *dst, const tq_u32 *src) {
+#if __CUDA_ARCH__ >= 800
+  unsigned d;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(d) : "l"(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(src) : "memory");
+#else
+  *dst = *src;
+#endif
+}
+__device__ __forceinline__ void tq_cp_commit(void) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+/* Waits until at most one group (the chunk in flight) is pending. */
+__device__ __forceinline__ void tq_cp_wait_one(void) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group 1;" ::: "memory");
+#endif
+}
+
+/* One warp copies the slots of tokens t0 .. t0+n-1 (t0 a multiple of 32)
+ * into dst: contiguous caches and the pages of paged ones are runs of
+ * whole slots, so lanes copy consecutive words. */
+__device__ __forceinline__ void tq_stage(const tq_kargs &a, void *base, int words,
+                                         int b, int h, int t0, int n, tq_u32 *dst) {
+  const int lane = threadIdx.x & 31;
+#if !TQ_PAGED || TQ_BLOCK % 32 == 0
+  const tq_u32 *src = (const tq_u32 *)tq_slot(a, base, words * 4, b, h, t0);
+  for (int i = lane; i < n * words; i += 32) tq_cp4(dst + i, src + i);
+#else
+  for (int p = 0; p < n; p += TQ_BLOCK) {
+    const tq_u32 *src = (const tq_u32 *)tq_slot(a, base, words * 4, b, h, t0 + p);
+    const int m = min(TQ_BLOCK, n - p) * words;
+    for (int i = lane; i < m; i += 32) tq_cp4(dst + p * words + i, src + i);
   }
-  __syncthreads();
-  for (int r = 0; r < TQ_RQ; r++) {
-    float x = red[r][0];
-    for (int w = 1; w < TQ_WARPS; w++) x = is_max ? fmaxf(x, red[r][w]) : x + red[r][w];
-    v[r] = x;
-  }
-  __syncthreads();
+#endif
+}
+
+__device__ __forceinline__ float tq_warp_max(float x) {
+  for (int o = 16; o; o >>= 1) x = fmaxf(x, __shfl_xor_sync(TQ_FULL, x, o));
+  return x;
 }
 
 __device__ void tq_attend_fast(const tq_kargs &a) {
@@ -670,97 +714,151 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
   const int split = blockIdx.x, splits = a.splits, b = blockIdx.z;
   const int rows = a.n_tokens * TQ_G, tiles = (rows + TQ_RQ - 1) / TQ_RQ;
   const int h = blockIdx.y / tiles, r0 = (blockIdx.y % tiles) * TQ_RQ;
-  const int tid = threadIdx.x, len = a.seq_lens[b];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int len = a.seq_lens[b];
   const tq_u16 *perm = tq_perm(a, h);
   const tq_act *q = (const tq_act *)a.q;
   int ctx[TQ_RQ];
 
+  if (tid < (1 << TQ_KB)) s.kcb[tid] = tq_k_cb[tid];
   if (tid < (1 << TQ_VB)) s.vcb[tid] = tq_v_cb[tid];
   for (int r = 0; r < TQ_RQ; r++) {
     int row = r0 + r, tok = row / TQ_G, g = row % TQ_G;
     ctx[r] = row < rows ? len - a.n_tokens + tok + 1 : 0;
     __syncthreads();
     if (row >= rows) {
-      for (int j = tid; j < TQ_D; j += blockDim.x) s.q[r][j] = 0.f;
+      for (int j = tid; j < TQ_D; j += blockDim.x) s.rot[r][j] = 0.f;
       continue;
     }
     size_t at = (((size_t)b * a.n_tokens + tok) * a.kv_heads * TQ_G + (size_t)h * TQ_G + g) * TQ_D;
     for (int j = tid; j < TQ_D; j += blockDim.x)
       s.tmp[j] = a.sm_scale * tq_load(q, at + tq_channel(perm, j));
-    TQ_MAIN_ROTATE(0, s.tmp, s.q[r]);
+    TQ_MAIN_ROTATE(0, s.tmp, s.rot[r]);
   }
   __syncthreads();
-  for (int i = tid; i < TQ_RQ * TQ_D * TQ_KL; i += blockDim.x) {
-    int c = i % TQ_KL, j = (i / TQ_KL) % TQ_D, r = i / (TQ_KL * TQ_D);
-    s.lut[r][j][c] = s.q[r][j] * tq_k_cb[c];
-  }
+  for (int j = tid; j < TQ_D; j += blockDim.x)
+    s.q[j] = make_float4(s.rot[0][j], s.rot[1][j], s.rot[2][j], s.rot[3][j]);
   __syncthreads();
 
-  float acc[TQ_RQ], m[TQ_RQ], l[TQ_RQ];
+  /* Slices are whole chunks, so chunks start on multiples of 32 (page
+   * boundaries of paged caches line up with them). */
+  int slice = (len + splits - 1) / splits;
+  slice = (slice + TQ_CHUNK - 1) / TQ_CHUNK * TQ_CHUNK;
+  const int t_begin = min(len, split * slice), t_end = min(len, t_begin + slice);
+  const int chunks = (t_end - t_begin + TQ_CHUNK - 1) / TQ_CHUNK;
+  const int sub = lane / TQ_VW, word = lane % TQ_VW;
+
+  float m[TQ_RQ], l[TQ_RQ], acc[TQ_VCH][TQ_RQ];
   for (int r = 0; r < TQ_RQ; r++) {
-    acc[r] = 0.f;
     m[r] = -TQ_INF;
     l[r] = 0.f;
+    for (int k = 0; k < TQ_VCH; k++) acc[k][r] = 0.f;
   }
-  const int slice = (len + splits - 1) / splits;
-  const int t_begin = split * slice, t_end = min(len, t_begin + slice);
-  for (int tile = t_begin; tile < t_end; tile += TQ_THREADS) {
-    const int t = tile + tid;
-    float sc[TQ_RQ];
-    for (int r = 0; r < TQ_RQ; r++) sc[r] = -TQ_INF;
-    if (t < t_end) {
-      const tq_u32 *kw = (const tq_u32 *)tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, t);
-      const tq_u32 *vw = (const tq_u32 *)tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, t);
-      tq_u32 kr[TQ_KW], vr[TQ_VW];
-      for (int w = 0; w < TQ_KW; w++) kr[w] = kw[TQ_K_IDX / 4 + w];
-      for (int w = 0; w < TQ_VW; w++) vr[w] = vw[TQ_V_IDX / 4 + w];
-      float ksc = __int_as_float((int)kw[TQ_K_SCALE / 4]);
-      s.vscale[tid] = __int_as_float((int)vw[TQ_V_SCALE / 4]);
-      for (int w = 0; w < TQ_VW; w++) s.vt[tid][w] = vr[w];
-      float dot[TQ_RQ];
-      for (int r = 0; r < TQ_RQ; r++) dot[r] = 0.f;
-      for (int w = 0; w < TQ_KW; w++)
-        for (int k = 0; k < 32 / TQ_KB; k++) {
-          const int c = (kr[w] >> (k * TQ_KB)) & (TQ_KL - 1), j = w * (32 / TQ_KB) + k;
-          for (int r = 0; r < TQ_RQ; r++) dot[r] += s.lut[r][j][c];
-        }
-      for (int r = 0; r < TQ_RQ; r++)
-        if (t < ctx[r]) sc[r] = ksc * dot[r];
+  int buf = 0;
+  if (warp < chunks) {
+    const int t0 = t_begin + warp * TQ_CHUNK, n = min(TQ_CHUNK, t_end - t0);
+    tq_stage(a, a.k_cache, TQ_KSW, b, h, t0, n, s.k[warp][0]);
+    tq_stage(a, a.v_cache, TQ_VSW, b, h, t0, n, s.v[warp][0]);
+  }
+  tq_cp_commit();
+  for (int c = warp; c < chunks; c += TQ_WARPS) {
+    const int t0 = t_begin + c * TQ_CHUNK, n = min(TQ_CHUNK, t_end - t0);
+    if (c + TQ_WARPS < chunks) {
+      const int t1 = t0 + TQ_WARPS * TQ_CHUNK, n1 = min(TQ_CHUNK, t_end - t1);
+      tq_stage(a, a.k_cache, TQ_KSW, b, h, t1, n1, s.k[warp][buf ^ 1]);
+      tq_stage(a, a.v_cache, TQ_VSW, b, h, t1, n1, s.v[warp][buf ^ 1]);
     }
-    /* Online softmax over the tile: block max, then weights and their sum. */
-    float mx[TQ_RQ], p[TQ_RQ], corr[TQ_RQ];
-    for (int r = 0; r < TQ_RQ; r++) mx[r] = sc[r];
-    tq_block_rows(mx, s.red, 1);
-    for (int r = 0; r < TQ_RQ; r++) {
-      float nm = fmaxf(m[r], mx[r]);
-      p[r] = sc[r] == -TQ_INF ? 0.f : __expf(sc[r] - nm);
-      corr[r] = nm == -TQ_INF ? 1.f : __expf(m[r] - nm);
-      m[r] = nm;
-      s.p[r][tid] = p[r] * (t < t_end ? s.vscale[tid] : 0.f);
-    }
-    tq_block_rows(p, s.red, 0); /* its barriers also publish s.p and s.vt */
-    for (int r = 0; r < TQ_RQ; r++) l[r] = l[r] * corr[r] + p[r];
-    if (tid < TQ_D) {
-      const int n = min(TQ_THREADS, t_end - tile);
-      const int per = 32 / TQ_VB, wj = tid / per, sh = (tid % per) * TQ_VB;
-      for (int r = 0; r < TQ_RQ; r++) acc[r] *= corr[r];
-      for (int tt = 0; tt < n; tt++) {
-        const float v = s.vcb[(s.vt[tt][wj] >> sh) & ((1u << TQ_VB) - 1u)];
-        for (int r = 0; r < TQ_RQ; r++) acc[r] += s.p[r][tt] * v;
+    tq_cp_commit();
+    tq_cp_wait_one();
+    __syncwarp();
+
+    /* Scores: lane t scores token t0 + t against the four rows. */
+    const tq_u32 *kt = s.k[warp][buf] + lane * TQ_KSW;
+    float4 d = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int w = 0; w < TQ_KW; w++) {
+      const tq_u32 x = kt[w];
+#pragma unroll
+      for (int k = 0; k < 32 / TQ_KB; k++) {
+        const float cv = s.kcb[(x >> (k * TQ_KB)) & ((1u << TQ_KB) - 1u)];
+        const float4 qq = s.q[w * (32 / TQ_KB) + k];
+        d.x += qq.x * cv;
+        d.y += qq.y * cv;
+        d.z += qq.z * cv;
+        d.w += qq.w * cv;
       }
     }
-    __syncthreads();
+    const int t = t0 + lane;
+    const float ksc = lane < n ? __int_as_float((int)kt[TQ_K_SCALE / 4]) : 0.f;
+    const float vsc = lane < n ? __int_as_float((int)s.v[warp][buf][lane * TQ_VSW + TQ_V_SCALE / 4]) : 0.f;
+    const float dot[TQ_RQ] = {d.x, d.y, d.z, d.w};
+    float pv[TQ_RQ];
+    for (int r = 0; r < TQ_RQ; r++) {
+      const float sc = lane < n && t < ctx[r] ? ksc * dot[r] : -TQ_INF;
+      const float nm = fmaxf(m[r], tq_warp_max(sc));
+      const float p = sc == -TQ_INF ? 0.f : __expf(sc - nm);
+      const float corr = m[r] == -TQ_INF ? 1.f : __expf(m[r] - nm);
+      m[r] = nm;
+      l[r] = l[r] * corr + p;
+      pv[r] = p * vsc;
+      for (int k = 0; k < TQ_VCH; k++) acc[k][r] *= corr;
+    }
+
+    /* Values: lane (sub, word) takes word `word` of tokens sub, sub + TPS, ... */
+    const tq_u32 *vt = s.v[warp][buf];
+    for (int st = 0; st < n; st += TQ_VTPS) {
+      const int tt = st + sub;
+      const tq_u32 x = vt[tt * TQ_VSW + word];
+      float p[TQ_RQ];
+      for (int r = 0; r < TQ_RQ; r++) p[r] = __shfl_sync(TQ_FULL, pv[r], tt);
+#pragma unroll
+      for (int k = 0; k < TQ_VCH; k++) {
+        const float cv = s.vcb[(x >> (k * TQ_VB)) & ((1u << TQ_VB) - 1u)];
+        for (int r = 0; r < TQ_RQ; r++) acc[k][r] += p[r] * cv;
+      }
+    }
+    __syncwarp(); /* the next iteration's copy reuses this buffer */
+    buf ^= 1;
   }
+
+  /* Merge: the token groups of a warp, then the warps. */
+  for (int r = 0; r < TQ_RQ; r++) {
+    for (int o = 16; o; o >>= 1) l[r] += __shfl_xor_sync(TQ_FULL, l[r], o);
+    for (int o = TQ_VW; o < 32; o <<= 1)
+      for (int k = 0; k < TQ_VCH; k++) acc[k][r] += __shfl_xor_sync(TQ_FULL, acc[k][r], o);
+  }
+  __syncthreads(); /* every warp is done with its buffers: reuse them */
+  float *accw = (float *)s.k; /* [TQ_WARPS][TQ_RQ][TQ_D] */
+  if (lane < TQ_VW)
+    for (int r = 0; r < TQ_RQ; r++)
+      for (int k = 0; k < TQ_VCH; k++)
+        accw[(warp * TQ_RQ + r) * TQ_D + word * TQ_VCH + k] = acc[k][r];
+  if (lane == 0)
+    for (int r = 0; r < TQ_RQ; r++) {
+      s.m[warp][r] = m[r];
+      s.l[warp][r] = l[r];
+    }
+  __syncthreads();
   float *ws = (float *)a.workspace;
   for (int r = 0; r < TQ_RQ; r++) {
-    int row = r0 + r;
+    const int row = r0 + r;
     if (row >= rows) break;
+    float mx = -TQ_INF, e[TQ_WARPS], lt = 0.f;
+    for (int w = 0; w < TQ_WARPS; w++) mx = fmaxf(mx, s.m[w][r]);
+    for (int w = 0; w < TQ_WARPS; w++) {
+      e[w] = s.m[w][r] == -TQ_INF ? 0.f : __expf(s.m[w][r] - mx);
+      lt += e[w] * s.l[w][r];
+    }
     float *part = ws + ((((size_t)b * a.kv_heads + h) * rows + row) * splits + split) * TQ_PART;
     if (tid == 0) {
-      part[0] = m[r];
-      part[1] = l[r];
+      part[0] = mx;
+      part[1] = lt;
     }
-    if (tid < TQ_D) part[2 + tid] = acc[r];
+    for (int j = tid; j < TQ_D; j += blockDim.x) {
+      float x = 0.f;
+      for (int w = 0; w < TQ_WARPS; w++) x += e[w] * accw[(w * TQ_RQ + r) * TQ_D + j];
+      part[2 + j] = x;
+    }
   }
 }
 #endif
