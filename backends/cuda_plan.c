@@ -34,6 +34,13 @@ static int fast_path(const tq_variant *v) {
          (v->layout != TQ_PAGED || v->block_size % 32 == 0 || 32 % v->block_size == 0);
 }
 
+/* The template's TQ_MMA: prefill of these runs on tensor cores, one split,
+ * TQ_MROWS query rows a block. */
+#define MMA_ROWS 64 /* TQ_MROWS */
+static int mma_prefill(const tq_variant *v, tq_op op) {
+  return op == TQ_OP_PREFILL && fast_path(v) && v->dtype != TQ_F32;
+}
+
 static int splits(const tq_variant *v, const tq_kargs *a) {
   int rows = a->n_tokens * v->group, tiles = (rows + ROWS - 1) / ROWS;
   long base = (long)a->batch * a->kv_heads * tiles;
@@ -64,10 +71,14 @@ int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a,
   }
   int rows = a->n_tokens * v->group, tiles = (rows + ROWS - 1) / ROWS;
   long y = (long)a->kv_heads * tiles;
-  if (y > 65535) return 0;
+  if (y > 65535 && !mma_prefill(v, op)) return 0;
   int groups = (THREADS / 32) * (32 / lanes_per_key(v));
   steps[0].entry = op == TQ_OP_DECODE ? "decode" : "prefill";
-  set3(steps[0].grid, (unsigned)splits(v, a), (unsigned)y, (unsigned)a->batch);
+  if (mma_prefill(v, op))
+    set3(steps[0].grid, (unsigned)((rows + MMA_ROWS - 1) / MMA_ROWS), (unsigned)a->kv_heads,
+         (unsigned)a->batch);
+  else
+    set3(steps[0].grid, (unsigned)splits(v, a), (unsigned)y, (unsigned)a->batch);
   set3(steps[0].block, THREADS, 1, 1);
   steps[0].shared_bytes =
       fast_path(v) ? 0 : (unsigned)(sizeof(float) * groups * ROWS * v->head_dim /* TQ_VDIM */);
@@ -79,12 +90,13 @@ int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a,
 }
 
 int tq_cuda_splits(const tq_variant *v, tq_op op, const tq_kargs *a) {
+  if (mma_prefill(v, op)) return 1;
   return op == TQ_OP_DECODE || op == TQ_OP_PREFILL ? splits(v, a) : 0;
 }
 
 size_t tq_cuda_workspace(const tq_variant *v, tq_op op, const tq_kargs *a) {
   if (op != TQ_OP_DECODE && op != TQ_OP_PREFILL) return 0;
   size_t rows = (size_t)a->n_tokens * v->group;
-  return sizeof(float) * (size_t)a->batch * a->kv_heads * rows * splits(v, a) *
+  return sizeof(float) * (size_t)a->batch * a->kv_heads * rows * tq_cuda_splits(v, op, a) *
          (2 + v->head_dim /* TQ_VDIM */);
 }

@@ -253,6 +253,14 @@ int main(int argc, char **argv) {
   o.n_tokens = 8;
   if (tq_verify(be, &v, TQ_OP_DECODE, &o, &r)) die(be, "verify");
   printf("verify_long\tctx\t%d\tqlen8_rel_l2\t%.3g\t%s\n", o.context, r.rel_l2, r.passed ? "pass" : "FAIL");
+  /* Prefill of a long prompt (the tensor-core path for f16): 1024 new
+   * tokens after 4096 cached ones. */
+  o.context = 4096 + 1024;
+  o.n_tokens = 1024;
+  o.batch = 1;
+  if (tq_verify(be, &v, TQ_OP_PREFILL, &o, &r)) die(be, "verify");
+  printf("verify_long\tctx\t%d\tprefill1024_rel_l2\t%.3g\t%s\n", o.context, r.rel_l2,
+         r.passed ? "pass" : "FAIL");
   tq_close(be);
   return 0;
 }

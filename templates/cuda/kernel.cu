@@ -863,6 +863,296 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 }
 #endif
 
+/* ---- prefill on tensor cores -------------------------------------------
+ * For the fast-path variants in f16 or bf16: flash attention with mma.sync
+ * m16n8k16 over K and V tiles expanded from their codebooks into shared
+ * memory, in the rotated basis (scores and the output never leave it until
+ * the reduce kernel rotates back).  Grid (row tiles of 64, kv_heads,
+ * batch), four warps of 16 query rows each.  The key scale multiplies the
+ * f32 scores, the value scale the probabilities, so the tiles hold plain
+ * centroids.  One split: the reduce kernel only normalizes and rotates. */
+#define TQ_MMA (TQ_FAST && TQ_DTYPE != TQ_DTYPE_F32)
+#if TQ_MMA
+#define TQ_MROWS 64 /* query rows of a block */
+#define TQ_MTOK 64  /* cache tokens of a tile */
+#define TQ_MLD (TQ_D + 8) /* halves per tile row: +16 bytes keeps ldmatrix rows on distinct banks */
+#define TQ_MKB (TQ_D / 16) /* k steps over the head dimension */
+#define TQ_MNT (TQ_MTOK / 8) /* n tiles of scores */
+
+struct tq_mma_smem {
+  union {
+    float q[TQ_MROWS][TQ_D]; /* the rows, rotated, before they go to registers */
+    struct {
+      tq_u16 k[TQ_MTOK][TQ_MLD];
+      tq_u16 v[TQ_MTOK][TQ_MLD];
+    } kv;
+  } u;
+  float ksc[TQ_MTOK], vsc[TQ_MTOK];
+  tq_u16 kcb[1 << TQ_KB], vcb[1 << TQ_VB];
+};
+
+__device__ __forceinline__ unsigned tq_smem_addr(const void *p) {
+  unsigned a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+
+#if TQ_DTYPE == TQ_DTYPE_F16
+#define TQ_MMA_TYPE "f16"
+__device__ __forceinline__ tq_u16 tq_to_half(float x) { return tq_f2h(x); }
+__device__ __forceinline__ tq_u32 tq_pack2(float lo, float hi) {
+  tq_u32 r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+#else
+#define TQ_MMA_TYPE "bf16"
+__device__ __forceinline__ tq_u16 tq_to_half(float x) { return tq_f2bf(x); }
+__device__ __forceinline__ tq_u32 tq_pack2(float lo, float hi) {
+  tq_u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+#endif
+
+__device__ __forceinline__ void tq_mma(float *c, const tq_u32 *a, tq_u32 b0, tq_u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32." TQ_MMA_TYPE "." TQ_MMA_TYPE ".f32 "
+               "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Two 8x8 b16 matrices from shared memory: lanes 0-7 name the rows of the
+ * first, lanes 8-15 of the second; trans transposes each. */
+__device__ __forceinline__ void tq_ldm2(tq_u32 &b0, tq_u32 &b1, const tq_u16 *row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
+               : "=r"(b0), "=r"(b1) : "r"(tq_smem_addr(row)) : "memory");
+}
+__device__ __forceinline__ void tq_ldm2t(tq_u32 &b0, tq_u32 &b1, const tq_u16 *row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
+               : "=r"(b0), "=r"(b1) : "r"(tq_smem_addr(row)) : "memory");
+}
+
+/* One warp rotates its 16 rows of q in place (main rotation R). */
+__device__ void tq_rotate_rows(float (*x)[TQ_D]) {
+  const int lane = threadIdx.x & 31;
+#if (TQ_D & (TQ_D - 1)) == 0
+  for (int i = lane; i < 16 * TQ_D; i += 32) x[i / TQ_D][i % TQ_D] *= TQ_MAIN_SIGNS[i % TQ_D];
+  for (int hh = 1; hh < TQ_D; hh <<= 1) {
+    __syncwarp();
+    for (int p = lane; p < 16 * TQ_D / 2; p += 32) {
+      const int r = p / (TQ_D / 2), pp = p % (TQ_D / 2);
+      const int i = (pp / hh) * 2 * hh + pp % hh;
+      const float u = x[r][i], w = x[r][i + hh];
+      x[r][i] = u + w;
+      x[r][i + hh] = u - w;
+    }
+  }
+  __syncwarp();
+  const float sc = rsqrtf((float)TQ_D);
+  for (int i = lane; i < 16 * TQ_D; i += 32) x[i / TQ_D][i % TQ_D] *= sc;
+#else
+  for (int r = 0; r < 16; r++) {
+    float y[TQ_D / 32];
+    __syncwarp();
+    for (int e = 0; e < TQ_D / 32; e++) {
+      const int i = lane + 32 * e;
+      float acc = 0.f;
+      for (int k = 0; k < TQ_D; k++) acc += TQ_MAIN_MATRIX[i * TQ_D + k] * x[r][k];
+      y[e] = acc;
+    }
+    __syncwarp();
+    for (int e = 0; e < TQ_D / 32; e++) x[r][lane + 32 * e] = y[e];
+  }
+#endif
+  __syncwarp();
+}
+
+/* Tile loads run a tile ahead of the tensor cores: each thread holds its
+ * share of the next tile's index words and scales in registers while the
+ * current tile is computed, then expands them into centroids. */
+#define TQ_MKW (TQ_D * TQ_KB / 32)
+#define TQ_MVW (TQ_D * TQ_VB / 32)
+#define TQ_MKL ((TQ_MTOK * TQ_MKW + TQ_THREADS - 1) / TQ_THREADS) /* key words a thread loads */
+#define TQ_MVL ((TQ_MTOK * TQ_MVW + TQ_THREADS - 1) / TQ_THREADS)
+
+struct tq_mma_tile {
+  tq_u32 k[TQ_MKL], v[TQ_MVL];
+  float ksc, vsc; /* of token threadIdx.x, for threads below TQ_MTOK */
+};
+
+__device__ __forceinline__ void tq_tile_load(const tq_kargs &a, int b, int h, int t0, int n,
+                                             tq_mma_tile &r) {
+  for (int e = 0; e < TQ_MKL; e++) {
+    const int i = threadIdx.x + e * TQ_THREADS, tok = i / TQ_MKW;
+    r.k[e] = tok < n && i < TQ_MTOK * TQ_MKW
+                 ? ((const tq_u32 *)(tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, t0 + tok) + TQ_K_IDX))[i % TQ_MKW]
+                 : 0u;
+  }
+  for (int e = 0; e < TQ_MVL; e++) {
+    const int i = threadIdx.x + e * TQ_THREADS, tok = i / TQ_MVW;
+    r.v[e] = tok < n && i < TQ_MTOK * TQ_MVW
+                 ? ((const tq_u32 *)(tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, t0 + tok) + TQ_V_IDX))[i % TQ_MVW]
+                 : 0u;
+  }
+  const int tok = threadIdx.x;
+  r.ksc = tok < n ? tq_f32_at(tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, t0 + tok) + TQ_K_SCALE) : 0.f;
+  r.vsc = tok < n ? tq_f32_at(tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, t0 + tok) + TQ_V_SCALE) : 0.f;
+}
+
+/* Word x of index width bits -> its 32/bits centroids at dst (tokens past
+ * the context hold word 0 and scale 0: finite centroids, zero weight). */
+__device__ __forceinline__ void tq_tile_word(tq_u32 x, int bits, const tq_u16 *cb, tq_u32 *dst) {
+  for (int k = 0; k < 32 / bits; k += 2)
+    dst[k / 2] = (tq_u32)cb[(x >> (k * bits)) & ((1u << bits) - 1u)] |
+                 (tq_u32)cb[(x >> ((k + 1) * bits)) & ((1u << bits) - 1u)] << 16;
+}
+
+__device__ __forceinline__ void tq_tile_store(tq_mma_smem &s, const tq_mma_tile &r) {
+  for (int e = 0; e < TQ_MKL; e++) {
+    const int i = threadIdx.x + e * TQ_THREADS;
+    if (i < TQ_MTOK * TQ_MKW)
+      tq_tile_word(r.k[e], TQ_KB, s.kcb, (tq_u32 *)&s.u.kv.k[i / TQ_MKW][(i % TQ_MKW) * (32 / TQ_KB)]);
+  }
+  for (int e = 0; e < TQ_MVL; e++) {
+    const int i = threadIdx.x + e * TQ_THREADS;
+    if (i < TQ_MTOK * TQ_MVW)
+      tq_tile_word(r.v[e], TQ_VB, s.vcb, (tq_u32 *)&s.u.kv.v[i / TQ_MVW][(i % TQ_MVW) * (32 / TQ_VB)]);
+  }
+  if (threadIdx.x < TQ_MTOK) {
+    s.ksc[threadIdx.x] = r.ksc;
+    s.vsc[threadIdx.x] = r.vsc;
+  }
+}
+
+__device__ void tq_prefill_mma(const tq_kargs &a) {
+  __shared__ __align__(16) tq_mma_smem s;
+  const int b = blockIdx.z, h = blockIdx.y, r0 = blockIdx.x * TQ_MROWS;
+  const int rows = a.n_tokens * TQ_G, len = a.seq_lens[b];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
+  const tq_u16 *perm = tq_perm(a, h);
+  const tq_act *q = (const tq_act *)a.q;
+
+  if (tid < (1 << TQ_KB)) s.kcb[tid] = tq_to_half(tq_k_cb[tid]);
+  if (tid < (1 << TQ_VB)) s.vcb[tid] = tq_to_half(tq_v_cb[tid]);
+  /* This warp's rows: load scaled, rotate, keep as A fragments. */
+  float (*qw)[TQ_D] = s.u.q + warp * 16;
+  for (int i = lane; i < 16 * TQ_D; i += 32) {
+    const int row = r0 + warp * 16 + i / TQ_D, j = i % TQ_D;
+    float x = 0.f;
+    if (row < rows) {
+      const int tok = row / TQ_G, gq = row % TQ_G;
+      size_t at = (((size_t)b * a.n_tokens + tok) * a.kv_heads * TQ_G + (size_t)h * TQ_G + gq) * TQ_D;
+      x = a.sm_scale * tq_load(q, at + tq_channel(perm, j));
+    }
+    qw[i / TQ_D][j] = x;
+  }
+  tq_rotate_rows(qw);
+  tq_u32 qa[TQ_MKB][4];
+  for (int kb = 0; kb < TQ_MKB; kb++) {
+    const int k0 = kb * 16 + 2 * c;
+    qa[kb][0] = tq_pack2(qw[g][k0], qw[g][k0 + 1]);
+    qa[kb][1] = tq_pack2(qw[g + 8][k0], qw[g + 8][k0 + 1]);
+    qa[kb][2] = tq_pack2(qw[g][k0 + 8], qw[g][k0 + 9]);
+    qa[kb][3] = tq_pack2(qw[g + 8][k0 + 8], qw[g + 8][k0 + 9]);
+  }
+  /* The causal context of this lane's two rows, and of the whole block. */
+  int ctx[2];
+  for (int e = 0; e < 2; e++) {
+    const int row = r0 + warp * 16 + g + 8 * e;
+    ctx[e] = row < rows ? len - a.n_tokens + row / TQ_G + 1 : 0;
+  }
+  const int last = min(r0 + TQ_MROWS, rows) - 1;
+  const int kend = len - a.n_tokens + last / TQ_G + 1;
+
+  float o[TQ_D / 8][4], m[2] = {-TQ_INF, -TQ_INF}, l[2] = {0.f, 0.f};
+  for (int nt = 0; nt < TQ_D / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+  tq_mma_tile next;
+  tq_tile_load(a, b, h, 0, min(TQ_MTOK, kend), next);
+  for (int t0 = 0; t0 < kend; t0 += TQ_MTOK) {
+    __syncthreads(); /* q (first tile) or the previous tile is no longer read */
+    tq_tile_store(s, next);
+    __syncthreads();
+    if (t0 + TQ_MTOK < kend)
+      tq_tile_load(a, b, h, t0 + TQ_MTOK, min(TQ_MTOK, kend - t0 - TQ_MTOK), next);
+
+    /* S = Q K^T; consecutive mma go to different accumulators. */
+    float sc[TQ_MNT][4];
+    for (int nt = 0; nt < TQ_MNT; nt++) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+    for (int kb = 0; kb < TQ_MKB; kb++)
+#pragma unroll
+      for (int nt = 0; nt < TQ_MNT; nt++) {
+        tq_u32 b0, b1;
+        tq_ldm2(b0, b1, &s.u.kv.k[nt * 8 + (lane & 7)][kb * 16 + ((lane >> 3) & 1) * 8]);
+        tq_mma(sc[nt], qa[kb], b0, b1);
+      }
+    /* Scale, mask, online softmax per row (a row lives on one lane quad). */
+    float mx[2] = {-TQ_INF, -TQ_INF};
+    for (int nt = 0; nt < TQ_MNT; nt++)
+      for (int e = 0; e < 4; e++) {
+        const int tok = t0 + nt * 8 + 2 * c + (e & 1);
+        const float x = tok < ctx[e >> 1] ? sc[nt][e] * s.ksc[tok - t0] : -TQ_INF;
+        sc[nt][e] = x;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    float corr[2];
+    for (int e = 0; e < 2; e++) {
+      mx[e] = fmaxf(mx[e], __shfl_xor_sync(TQ_FULL, mx[e], 1));
+      mx[e] = fmaxf(mx[e], __shfl_xor_sync(TQ_FULL, mx[e], 2));
+      const float nm = fmaxf(m[e], mx[e]);
+      corr[e] = m[e] == -TQ_INF ? 1.f : __expf(m[e] - nm);
+      m[e] = nm;
+      l[e] *= corr[e];
+    }
+    for (int nt = 0; nt < TQ_D / 8; nt++) {
+      o[nt][0] *= corr[0];
+      o[nt][1] *= corr[0];
+      o[nt][2] *= corr[1];
+      o[nt][3] *= corr[1];
+    }
+    tq_u32 pa[TQ_MTOK / 16][4];
+    for (int nt = 0; nt < TQ_MNT; nt++) {
+      float p[4];
+      for (int e = 0; e < 4; e++) {
+        p[e] = sc[nt][e] == -TQ_INF ? 0.f : __expf(sc[nt][e] - m[e >> 1]);
+        l[e >> 1] += p[e];
+        p[e] *= s.vsc[nt * 8 + 2 * c + (e & 1)];
+      }
+      pa[nt / 2][(nt & 1) * 2 + 0] = tq_pack2(p[0], p[1]);
+      pa[nt / 2][(nt & 1) * 2 + 1] = tq_pack2(p[2], p[3]);
+    }
+    /* O += P V: k runs over the tile's tokens, n over channels. */
+#pragma unroll
+    for (int kk = 0; kk < TQ_MTOK / 16; kk++)
+#pragma unroll
+      for (int nt = 0; nt < TQ_D / 8; nt++) {
+        tq_u32 b0, b1;
+        tq_ldm2t(b0, b1, &s.u.kv.v[kk * 16 + (lane & 15)][nt * 8]);
+        tq_mma(o[nt], pa[kk], b0, b1);
+      }
+  }
+  for (int e = 0; e < 2; e++) {
+    l[e] += __shfl_xor_sync(TQ_FULL, l[e], 1);
+    l[e] += __shfl_xor_sync(TQ_FULL, l[e], 2);
+  }
+  float *ws = (float *)a.workspace;
+  for (int e = 0; e < 2; e++) {
+    const int row = r0 + warp * 16 + g + 8 * e;
+    if (row >= rows) continue;
+    float *part = ws + (((size_t)b * a.kv_heads + h) * rows + row) * TQ_PART; /* one split */
+    if (c == 0) {
+      part[0] = m[e];
+      part[1] = l[e];
+    }
+    for (int nt = 0; nt < TQ_D / 8; nt++) {
+      part[2 + nt * 8 + 2 * c] = o[nt][2 * e];
+      part[2 + nt * 8 + 2 * c + 1] = o[nt][2 * e + 1];
+    }
+  }
+}
+#endif
+
 #if TQ_FAST
 #define TQ_ATTEND tq_attend_fast
 #else
@@ -871,7 +1161,13 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 extern "C" __global__ void __launch_bounds__(TQ_THREADS)
 {{SYM}}_decode(const tq_kargs a) { TQ_ATTEND(a); }
 extern "C" __global__ void __launch_bounds__(TQ_THREADS)
-{{SYM}}_prefill(const tq_kargs a) { TQ_ATTEND(a); }
+{{SYM}}_prefill(const tq_kargs a) {
+#if TQ_MMA
+  tq_prefill_mma(a);
+#else
+  TQ_ATTEND(a);
+#endif
+}
 
 /* grid (rows, kv_heads, batch): merge the splits of one output row, rotate
  * back, write.  Splits come from the workspace written by tq_attend. */
