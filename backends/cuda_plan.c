@@ -41,6 +41,18 @@ static int mma_prefill(const tq_variant *v, tq_op op) {
   return op == TQ_OP_PREFILL && fast_path(v) && v->dtype != TQ_F32;
 }
 
+/* The template's TQ_EFAST: encode in registers, a warp for the key and one
+ * for the value. */
+static int packs(int d, int bits) {
+  int lane_bits = d / 32 * bits;
+  return 32 % lane_bits == 0 || lane_bits % 32 == 0;
+}
+static int encode_fast(const tq_variant *v) {
+  int d = v->head_dim;
+  return v->outlier_count == 0 && !v->qjl && v->value_method == TQ_VALUE_TQ && d >= 32 &&
+         d <= 256 && (d & (d - 1)) == 0 && packs(d, v->key_bits) && packs(d, v->value_bits);
+}
+
 static int splits(const tq_variant *v, const tq_kargs *a) {
   int rows = a->n_tokens * v->group, tiles = (rows + ROWS - 1) / ROWS;
   long base = (long)a->batch * a->kv_heads * tiles;
@@ -65,7 +77,7 @@ int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a,
   if (op == TQ_OP_ENCODE || op == TQ_OP_DEQUANT) {
     steps[0].entry = op == TQ_OP_ENCODE ? "encode" : "dequant";
     set3(steps[0].grid, (unsigned)a->n_tokens, (unsigned)a->kv_heads, (unsigned)a->batch);
-    set3(steps[0].block, 32, 1, 1);
+    set3(steps[0].block, op == TQ_OP_ENCODE && encode_fast(v) ? 64 : 32, 1, 1);
     steps[0].shared_bytes = 0;
     return 1;
   }

@@ -241,13 +241,103 @@ __device__ void tq_encode_outliers(tq_encode_smem &s, const tq_u16 *perm,
 #endif
 }
 
-/* grid (n_tokens, kv_heads, batch), one warp: one token of one head. */
+/* ---- encode, fast path -------------------------------------------------
+ * Variants with no outliers, no QJL and TurboQuant values over a power-of-
+ * two head_dim whose per-lane index bits pack into whole words: one warp
+ * holds a vector in registers (TQ_EE channels a lane), runs the Walsh-
+ * Hadamard butterflies in-lane and then across lanes by shuffles, and
+ * quantizes, packs and stores without shared memory or block barriers. */
+#define TQ_EE (TQ_D / 32) /* channels of a lane */
+#define TQ_EPACK(bits) (32 % (TQ_EE * (bits)) == 0 || (TQ_EE * (bits)) % 32 == 0)
+#define TQ_EFAST (TQ_O == 0 && !TQ_QJL && !TQ_VMINMAX && TQ_D >= 32 && TQ_D <= 256 && \
+                  (TQ_D & (TQ_D - 1)) == 0 && TQ_EPACK(TQ_KB) && TQ_EPACK(TQ_VB))
+#if TQ_EFAST
+__device__ __forceinline__ float tq_warp_sum(float x) {
+  for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+/* Encodes channels at src + at (in perm order) into one slot part. */
+__device__ __forceinline__ void tq_encode_warp(const tq_act *src, size_t at, const tq_u16 *perm,
+                                               int bits, const float *cb, const float *bnd,
+                                               tq_u8 *slot, int idx_off, int scale_off) {
+  const int lane = threadIdx.x & 31;
+  float x[TQ_EE];
+  for (int e = 0; e < TQ_EE; e++) {
+    const int j = lane * TQ_EE + e;
+    x[e] = tq_load(src, at + tq_channel(perm, j)) * TQ_MAIN_SIGNS[j];
+  }
+  for (int hh = 1; hh < TQ_EE; hh <<= 1)
+    for (int e = 0; e < TQ_EE; e++)
+      if (!(e & hh)) {
+        const float u = x[e], w = x[e + hh];
+        x[e] = u + w;
+        x[e + hh] = u - w;
+      }
+  for (int m = 1; m < 32; m <<= 1)
+    for (int e = 0; e < TQ_EE; e++) {
+      const float w = __shfl_xor_sync(0xffffffffu, x[e], m);
+      x[e] = lane & m ? w - x[e] : x[e] + w;
+    }
+  const float s = rsqrtf((float)TQ_D);
+  float n2 = 0.f;
+  for (int e = 0; e < TQ_EE; e++) {
+    x[e] *= s;
+    n2 += x[e] * x[e];
+  }
+  n2 = tq_warp_sum(n2);
+  const float z = n2 > 0.f ? sqrtf((float)TQ_D / n2) : 0.f;
+  unsigned idx[TQ_EE];
+  float c2 = 0.f;
+  for (int e = 0; e < TQ_EE; e++) {
+    const float v = x[e] * z;
+    int lo = 0, hi = (1 << bits) - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi) >> 1;
+      if (v >= bnd[mid]) lo = mid + 1; else hi = mid;
+    }
+    idx[e] = (unsigned)lo;
+    c2 += cb[lo] * cb[lo];
+  }
+  c2 = tq_warp_sum(c2);
+  tq_u32 *dst = (tq_u32 *)(slot + idx_off);
+  const int fb = TQ_EE * bits; /* index bits of a lane */
+  if (fb <= 32) {
+    const int lpw = 32 / fb; /* lanes per word */
+    tq_u32 f = 0;
+    for (int e = 0; e < TQ_EE; e++) f |= idx[e] << (e * bits);
+    f <<= (lane % lpw) * fb;
+    for (int o = 1; o < lpw; o <<= 1) f |= __shfl_xor_sync(0xffffffffu, f, o);
+    if (lane % lpw == 0) dst[lane / lpw] = f;
+  } else {
+    for (int w = 0; w < fb / 32; w++) {
+      tq_u32 f = 0;
+      for (int e = 0; e < 32 / bits; e++) f |= idx[w * (32 / bits) + e] << (e * bits);
+      dst[lane * (fb / 32) + w] = f;
+    }
+  }
+  if (lane == 0)
+    *(float *)(slot + scale_off) = TQ_NC && c2 > 0.f ? sqrtf(n2 / c2) : sqrtf(n2 / (float)TQ_D);
+}
+#endif
+
+/* grid (n_tokens, kv_heads, batch): one token of one head; one warp, or
+ * two on the fast path (backends/cuda_plan.c). */
 extern "C" __global__ void {{SYM}}_encode(const tq_kargs a) {
   __shared__ tq_encode_smem s;
   const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int t = a.seq_lens[b] - a.n_tokens + i;
   const tq_u16 *perm = tq_perm(a, h);
   const size_t at = (((size_t)b * a.n_tokens + i) * a.kv_heads + h) * TQ_D;
+#if TQ_EFAST /* two warps: the key, the value */
+  if (threadIdx.x < 32)
+    tq_encode_warp((const tq_act *)a.k, at, perm, TQ_KB, tq_k_cb, tq_k_bnd,
+                   tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, t), TQ_K_IDX, TQ_K_SCALE);
+  else
+    tq_encode_warp((const tq_act *)a.v, at, perm, TQ_VB, tq_v_cb, tq_v_bnd,
+                   tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, t), TQ_V_IDX, TQ_V_SCALE);
+  return;
+#endif
   for (int kv = 0; kv < 2; kv++) {
     const tq_act *src = (const tq_act *)(kv ? a.v : a.k);
     tq_u8 *slot = tq_slot(a, kv ? a.v_cache : a.k_cache, kv ? TQ_V_BYTES : TQ_K_BYTES, b, h, t);
