@@ -34,8 +34,8 @@ static int fast_path(const tq_variant *v) {
          (v->layout != TQ_PAGED || v->block_size % 32 == 0 || 32 % v->block_size == 0);
 }
 
-/* The template's TQ_MMA: prefill of these runs on tensor cores, one split,
- * TQ_MROWS query rows a block. */
+/* The template's TQ_MMA: prefill of these runs on tensor cores, TQ_MROWS
+ * query rows a block, one split. */
 #define MMA_ROWS 64 /* TQ_MROWS */
 static int mma_prefill(const tq_variant *v, tq_op op) {
   return op == TQ_OP_PREFILL && fast_path(v) && v->dtype != TQ_F32;

@@ -953,14 +953,17 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 }
 #endif
 
-/* ---- prefill on tensor cores -------------------------------------------
- * For the fast-path variants in f16 or bf16: flash attention with mma.sync
- * m16n8k16 over K and V tiles expanded from their codebooks into shared
- * memory, in the rotated basis (scores and the output never leave it until
- * the reduce kernel rotates back).  Grid (row tiles of 64, kv_heads,
- * batch), four warps of 16 query rows each.  The key scale multiplies the
- * f32 scores, the value scale the probabilities, so the tiles hold plain
- * centroids.  One split: the reduce kernel only normalizes and rotates. */
+/* ---- attention on tensor cores ------------------------------------------
+ * For the fast-path variants in f16 or bf16, decode and prefill: flash
+ * attention with mma.sync m16n8k16 over K and V tiles expanded from their
+ * codebooks into shared memory, in the rotated basis (scores and the
+ * output never leave it until the reduce kernel rotates back).  Grid
+ * (splits x row tiles of 64, kv_heads, batch), four warps of 16 query rows
+ * each.  Prefill runs it with one split.  (Decode through it, splitting the
+ * context, measured 3.4x slower than the fast path at B = 8, 16K: with 4 rows
+ * a tile the expansion is not amortized; see bench/RESULTS.md.)  The key scale
+ * multiplies the f32 scores, the value scale the probabilities, so the tiles
+ * hold plain centroids. */
 #define TQ_MMA (TQ_FAST && TQ_DTYPE != TQ_DTYPE_F32)
 #if TQ_MMA
 #define TQ_MROWS 64 /* query rows of a block */
@@ -1115,9 +1118,10 @@ __device__ __forceinline__ void tq_tile_store(tq_mma_smem &s, const tq_mma_tile 
   }
 }
 
-__device__ void tq_prefill_mma(const tq_kargs &a) {
+__device__ void tq_attend_mma(const tq_kargs &a) {
   __shared__ __align__(16) tq_mma_smem s;
-  const int b = blockIdx.z, h = blockIdx.y, r0 = blockIdx.x * TQ_MROWS;
+  const int splits = a.splits, split = blockIdx.x % splits;
+  const int b = blockIdx.z, h = blockIdx.y, r0 = (int)(blockIdx.x / splits) * TQ_MROWS;
   const int rows = a.n_tokens * TQ_G, len = a.seq_lens[b];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
   const tq_u16 *perm = tq_perm(a, h);
@@ -1154,17 +1158,24 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
   }
   const int last = min(r0 + TQ_MROWS, rows) - 1;
   const int kend = len - a.n_tokens + last / TQ_G + 1;
+  /* This block's slice of the context, whole tiles; warps without rows
+   * (decode: a 64-row tile of 4..32 rows) only load and expand. */
+  int slice = (kend + splits - 1) / splits;
+  slice = (slice + TQ_MTOK - 1) / TQ_MTOK * TQ_MTOK;
+  const int t_begin = min(kend, split * slice), t_end = min(kend, t_begin + slice);
+  const bool active = r0 + warp * 16 < rows;
 
   float o[TQ_D / 8][4], m[2] = {-TQ_INF, -TQ_INF}, l[2] = {0.f, 0.f};
   for (int nt = 0; nt < TQ_D / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
   tq_mma_tile next;
-  tq_tile_load(a, b, h, 0, min(TQ_MTOK, kend), next);
-  for (int t0 = 0; t0 < kend; t0 += TQ_MTOK) {
+  tq_tile_load(a, b, h, t_begin, min(TQ_MTOK, t_end - t_begin), next);
+  for (int t0 = t_begin; t0 < t_end; t0 += TQ_MTOK) {
     __syncthreads(); /* q (first tile) or the previous tile is no longer read */
     tq_tile_store(s, next);
     __syncthreads();
-    if (t0 + TQ_MTOK < kend)
-      tq_tile_load(a, b, h, t0 + TQ_MTOK, min(TQ_MTOK, kend - t0 - TQ_MTOK), next);
+    if (t0 + TQ_MTOK < t_end)
+      tq_tile_load(a, b, h, t0 + TQ_MTOK, min(TQ_MTOK, t_end - t0 - TQ_MTOK), next);
+    if (!active) continue;
 
     /* S = Q K^T; consecutive mma go to different accumulators. */
     float sc[TQ_MNT][4];
@@ -1230,7 +1241,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
   for (int e = 0; e < 2; e++) {
     const int row = r0 + warp * 16 + g + 8 * e;
     if (row >= rows) continue;
-    float *part = ws + (((size_t)b * a.kv_heads + h) * rows + row) * TQ_PART; /* one split */
+    float *part = ws + ((((size_t)b * a.kv_heads + h) * rows + row) * splits + split) * TQ_PART;
     if (c == 0) {
       part[0] = m[e];
       part[1] = l[e];
@@ -1253,7 +1264,7 @@ extern "C" __global__ void __launch_bounds__(TQ_THREADS)
 extern "C" __global__ void __launch_bounds__(TQ_THREADS)
 {{SYM}}_prefill(const tq_kargs a) {
 #if TQ_MMA
-  tq_prefill_mma(a);
+  tq_attend_mma(a);
 #else
   TQ_ATTEND(a);
 #endif
