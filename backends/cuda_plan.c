@@ -29,8 +29,8 @@ static int capacity(const tq_variant *v, const tq_kargs *a) {
 static int fast_path(const tq_variant *v) {
   int kb = v->key_bits, vb = v->value_bits;
   return v->outlier_count == 0 && !v->qjl && v->value_method == TQ_VALUE_TQ &&
-         (kb == 2 || kb == 4) && (vb == 2 || vb == 4) && v->head_dim <= 128 &&
-         v->head_dim % 32 == 0 &&
+         (kb == 2 || kb == 4) && (vb == 2 || vb == 4) && v->head_dim >= 32 &&
+         v->head_dim <= 128 && (v->head_dim & (v->head_dim - 1)) == 0 &&
          (v->layout != TQ_PAGED || v->block_size % 32 == 0 || 32 % v->block_size == 0);
 }
 

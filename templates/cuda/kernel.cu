@@ -709,7 +709,7 @@ __device__ void tq_attend(const tq_kargs &a) {
 
 /* ---- attention, fast path ---------------------------------------------
  * For the common variants (no outliers, no QJL, TurboQuant values, 2- or
- * 4-bit indices, head_dim <= 128) every warp is an independent
+ * 4-bit indices, head_dim 32, 64 or 128) every warp is an independent
  * flash-decoding worker: it takes chunks of 32 cache tokens of the block's
  * context slice, copies their key and value slots into its own shared
  * buffers with cp.async (coalesced, one chunk ahead of the compute), and
@@ -723,8 +723,10 @@ __device__ void tq_attend(const tq_kargs &a) {
  * The warps' states merge once at the end of the slice.  Shared-memory
  * traffic per token is a centroid lookup per channel for K and V plus a
  * few words, a quarter of a q x centroid table's. */
+/* A value's index words must divide the warp (head_dim a power of two). */
 #define TQ_FAST (TQ_O == 0 && !TQ_QJL && !TQ_VMINMAX && (TQ_KB == 2 || TQ_KB == 4) && \
-                 (TQ_VB == 2 || TQ_VB == 4) && TQ_D <= 128 && TQ_D % 32 == 0 && \
+                 (TQ_VB == 2 || TQ_VB == 4) && TQ_D >= 32 && TQ_D <= 128 && \
+                 (TQ_D & (TQ_D - 1)) == 0 && \
                  (!TQ_PAGED || TQ_BLOCK % 32 == 0 || 32 % TQ_BLOCK == 0))
 #if TQ_FAST
 #if TQ_RQ != 4
