@@ -43,6 +43,10 @@ typedef struct tq_backend_ops {
   tq_status (*launch)(void *state, void *module, tq_op op, const tq_kargs *a,
                       char *err, size_t errn);
   tq_status (*sync)(void *state, char *err, size_t errn);
+  /* Which code path a loaded kernel runs where a backend has several (a
+   * name starting "fallback" when a better one exists but not here); NULL
+   * when the backend has one path.  Optional. */
+  const char *(*path)(void *state, void *module, tq_op op);
 } tq_backend_ops;
 
 /* Runs argv (no shell) in folder cwd (NULL: this one) with stdout and
@@ -52,5 +56,7 @@ int tq_spawn(char *const argv[], const char *cwd, const char *log_path);
 
 extern const tq_backend_ops tq_backend_c;
 extern const tq_backend_ops tq_backend_cuda;
+extern const tq_backend_ops tq_backend_vulkan; /* when built with volk */
+extern const tq_backend_ops tq_backend_wgsl; /* unavailable without wgpu-native */
 
 #endif

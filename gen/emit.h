@@ -26,6 +26,14 @@ tq_status tqg_emit_c(const tq_variant *v, const char *origin, tqg_source *out,
 tq_status tqg_emit_cuda(const tq_variant *v, const char *origin,
                         tqg_source *out, char *err, size_t errn);
 
+/* The WGSL module of one variant in one flavour (templates/wgsl/kernel.wgsl;
+ * entry points encode, decode, prefill, reduce, dequant).  emit_wgsl.h has
+ * the flavours, bindings and the tables buffer. */
+#include "emit_wgsl.h"
+tq_status tqg_emit_wgsl(const tq_variant *v, tqg_wgsl_flavour flavour,
+                        const char *origin, tqg_source *out, char *err,
+                        size_t errn);
+
 /* Shared by the emitters: header comment, tq_abi.h, defines, tables. */
 tq_status tqg_emit_prelude(const tq_variant *v, const char *origin,
                            const char *backend, const char *abi_prefix,

@@ -96,10 +96,13 @@ static int verify(const tqg_spec *s, unsigned backends) {
         failures += !r.passed;
         double main_err = op == TQ_OP_ENCODE ? r.index_mismatch : r.rel_l2;
         double second = op == TQ_OP_ENCODE ? r.max_field_rel : r.max_abs;
-        printf("%-40s %-7s %-8s %-6s %11.3e %11.3e %9.1e  %s%s%s\n", name,
+        /* Where a backend has several paths, say which one ran (so a
+         * fallback never passes for the fast path). */
+        printf("%-40s %-7s %-8s %-6s %11.3e %11.3e %9.1e  %s%s%s%s%s%s\n", name,
                tq_backend_label(be), tqg_op_name((tq_op)op), r.origin, main_err,
                second, r.tolerance, r.passed ? "pass" : "FAIL",
-               r.passed ? "" : ": ", r.passed ? "" : r.detail);
+               r.passed ? "" : ": ", r.passed ? "" : r.detail,
+               r.path ? " [" : "", r.path ? r.path : "", r.path ? "]" : "");
       }
     }
     tq_close(be);

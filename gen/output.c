@@ -15,9 +15,14 @@
 #include "clang_check.h"
 #include "core/core.h"
 #include "emit.h"
+#include "output_vulkan.h"
+#include "vulkan.h"
+#include "output_wgsl.h"
 
 unsigned tqg_emittable_backends(void) {
-  return 1u << TQG_BACKEND_C | 1u << TQG_BACKEND_CUDA;
+  return 1u << TQG_BACKEND_C | 1u << TQG_BACKEND_CUDA |
+         (tqg_spirv_available() ? 1u << TQG_BACKEND_VULKAN : 0) |
+         1u << TQG_BACKEND_WGSL;
 }
 
 static tq_status make_dir(const char *path, char *err, size_t errn) {
@@ -53,6 +58,11 @@ static tq_status write_file(const char *dir, const char *rel, const char *text,
     return TQ_ERR_IO;
   }
   return TQ_OK;
+}
+
+tq_status tqg_write_file(const char *dir, const char *rel, const char *text,
+                         size_t len, char *err, size_t errn) {
+  return write_file(dir, rel, text, len, err, errn);
 }
 
 static const char *method_name(tq_value_method m) {
@@ -211,15 +221,22 @@ void tqg_print_files(const tqg_spec *spec, unsigned backends, FILE *f) {
     tqg_variant_name(&spec->variants[i], name, sizeof name);
     if ((backends >> TQG_BACKEND_C) & 1) fprintf(f, "c/%s.c\n", name);
     if ((backends >> TQG_BACKEND_CUDA) & 1) fprintf(f, "cuda/%s.cu\n", name);
+    if ((backends >> TQG_BACKEND_VULKAN) & 1) fprintf(f, "vulkan/%s.comp\n", name);
+    if ((backends >> TQG_BACKEND_WGSL) & 1)
+      for (int fl = 0; fl < (spec->backend[TQG_BACKEND_WGSL].subgroups == 0 ? 1 : 2); fl++)
+        fprintf(f, "wgsl/%s.%s.wgsl\n", name, tqg_wgsl_flavour_name((tqg_wgsl_flavour)fl));
   }
+  if ((backends >> TQG_BACKEND_WGSL) & 1) fprintf(f, "%s.webgpu.js\n", spec->family);
   fprintf(f, "%s_dispatch.h\n%s_dispatch.c\nmanifest.json\n", spec->family,
           spec->family);
 }
 
-/* One dispatch-table entry: C functions, or a CUDA fatbin array. */
+/* One dispatch-table entry: C functions, a CUDA fatbin array, or Vulkan
+ * shaders (with the constant tables as the binary). */
 static void dispatch_entry(tqg_source *c, const tq_variant *v, const char *name,
                            const char *sym, const char *backend,
-                           const char *fatbin) {
+                           const char *fatbin, const char *shaders,
+                           int n_shaders) {
   tqg_source_printf(c,
       "  {\"%s\", 0x%016llxull, \"%s\",\n"
       "   {.head_dim = %d, .group = %d, .key_bits = %d, .value_bits = %d,\n"
@@ -235,7 +252,8 @@ static void dispatch_entry(tqg_source *c, const tq_variant *v, const char *name,
       v->layout == TQ_PAGED ? "TQ_PAGED" : "TQ_CONTIGUOUS", v->block_size);
   if (fatbin)
     tqg_source_printf(c, "   {NULL, NULL, NULL, NULL}, NULL, %s, sizeof %s,\n"
-                         "   {NULL, NULL, NULL, NULL}, NULL, 0},\n", fatbin, fatbin);
+                         "   {NULL, NULL, NULL, NULL}, %s, %d},\n", fatbin, fatbin,
+                      shaders ? shaders : "NULL", shaders ? n_shaders : 0);
   else
     tqg_source_printf(c, "   {%s_encode, %s_decode, %s_prefill, %s_dequant}, %s_workspace,\n"
                          "   NULL, 0, {NULL, NULL, NULL, NULL}, NULL, 0},\n",
@@ -248,6 +266,9 @@ tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
   tq_status st = make_dir(o->dir, err, errn);
   int do_c = (o->backends >> TQG_BACKEND_C) & 1;
   int do_cuda = (o->backends >> TQG_BACKEND_CUDA) & 1;
+  int do_vulkan = (o->backends >> TQG_BACKEND_VULKAN) & 1;
+  int do_wgsl = (o->backends >> TQG_BACKEND_WGSL) & 1;
+  tqg_wgsl_output *wgsl = NULL;
   if (!st && do_c) {
     snprintf(rel, sizeof rel, "%s/c", o->dir);
     st = make_dir(rel, err, errn);
@@ -256,7 +277,19 @@ tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
     snprintf(rel, sizeof rel, "%s/cuda", o->dir);
     st = make_dir(rel, err, errn);
   }
-  if (st) return st;
+  if (!st && do_wgsl) {
+    snprintf(rel, sizeof rel, "%s/wgsl", o->dir);
+    st = make_dir(rel, err, errn);
+    if (!st) st = tqg_wgsl_output_begin(spec, o->dir, o->quiet, &wgsl, err, errn);
+  }
+  if (!st && do_vulkan) {
+    snprintf(rel, sizeof rel, "%s/vulkan", o->dir);
+    st = make_dir(rel, err, errn);
+  }
+  if (st) {
+    tqg_wgsl_output_free(wgsl);
+    return st;
+  }
   tqg_source h, c, fatbins;
   tqg_source_init(&h);
   tqg_source_init(&c);
@@ -311,7 +344,7 @@ tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
       if ((st = emit_c_file(spec, v, o->dir, rel, err, errn))) break;
       cJSON_AddItemToArray(files, cJSON_CreateString(rel));
       manifest_kernels(kernels, "c", rel, sym);
-      dispatch_entry(&c, v, name, sym, "c", NULL);
+      dispatch_entry(&c, v, name, sym, "c", NULL, NULL, 0);
       count++;
     }
     if (do_cuda) {
@@ -335,11 +368,43 @@ tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
         snprintf(array, sizeof array, "tq_fatbin_%d", i);
         byte_array(&fatbins, array, bin, size);
         free(bin);
-        dispatch_entry(&c, v, name, sym, "cuda", array);
+        dispatch_entry(&c, v, name, sym, "cuda", array, NULL, 0);
         count++;
       }
     }
+    if (do_vulkan) {
+      /* The GLSL is written first, so a compile error's file:line opens. */
+      char tables[64], shaders[64];
+      int n_shaders = 0;
+      snprintf(rel, sizeof rel, "vulkan/%s.comp", name);
+      if (!o->quiet) fprintf(stderr, "  vulkan  %s (+ SPIR-V)\n", rel);
+      tqg_source src;
+      tqg_source_init(&src);
+      st = tqg_emit_vulkan(v, spec->file, &src, err, errn);
+      if (!st) st = write_file(o->dir, rel, src.text, src.len, err, errn);
+      if (!st)
+        st = tqg_vulkan_arrays(v, &src, rel, spec->backend[TQG_BACKEND_VULKAN].subgroups, i,
+                               &fatbins, tables, shaders, sizeof tables, &n_shaders, err, errn);
+      tqg_source_free(&src);
+      if (st) break;
+      cJSON_AddItemToArray(files, cJSON_CreateString(rel));
+      manifest_kernels(kernels, "vulkan", rel, sym);
+      dispatch_entry(&c, v, name, sym, "vulkan", tables, shaders, n_shaders);
+      count++;
+    }
+    if (do_wgsl) {
+      /* WGSL per flavour, compiled by the WebGPU implementation when present. */
+      char tables[64], shaders[64];
+      int n_shaders = 0;
+      if ((st = tqg_wgsl_output_variant(wgsl, v, i, &fatbins, files, kernels, tables,
+                                        shaders, sizeof tables, &n_shaders, err, errn)))
+        break;
+      dispatch_entry(&c, v, name, sym, "wgsl", tables, shaders, n_shaders);
+      count++;
+    }
   }
+  if (!st && do_wgsl) st = tqg_wgsl_output_end(wgsl, files, err, errn);
+  tqg_wgsl_output_free(wgsl);
   tqg_source_printf(&c, "  {0} /* end: keeps the array non-empty */\n};\n\nconst tq_dispatch_table tq_dispatch_%s = {\n"
                         "  \"%s\", \"%s\", %d, entries};\n",
                     fam, fam, TQ_GENERATOR_VERSION, count);

@@ -24,4 +24,8 @@ void tqg_print_files(const tqg_spec *spec, unsigned backends, FILE *f);
 tq_status tqg_write_outputs(const tqg_spec *spec, const tqg_output_options *o,
                             char *err, size_t errn);
 
+/* Writes dir/rel through a temporary file and a rename. */
+tq_status tqg_write_file(const char *dir, const char *rel, const char *text,
+                         size_t len, char *err, size_t errn);
+
 #endif

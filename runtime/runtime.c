@@ -10,9 +10,18 @@
 #include "internal.h"
 
 static const tq_backend_ops *const all_backends[] = {&tq_backend_c,
-                                                     &tq_backend_cuda};
+                                                     &tq_backend_cuda,
+#ifdef TQ_HAVE_VULKAN /* cmake/vulkan.cmake: volk and the Vulkan headers */
+                                                     &tq_backend_vulkan,
+#endif
+                                                     &tq_backend_wgsl,
+};
 #define N_BACKENDS (sizeof all_backends / sizeof *all_backends)
-static const char *const backend_names[N_BACKENDS + 1] = {"c", "cuda", NULL};
+static const char *const backend_names[N_BACKENDS + 1] = {"c", "cuda",
+#ifdef TQ_HAVE_VULKAN
+                                                          "vulkan",
+#endif
+                                                          "wgsl", NULL};
 
 const char *const *tq_backends(void) { return backend_names; }
 
@@ -77,6 +86,12 @@ tq_status tq_register(tq_backend *be, const tq_dispatch_table *t) {
 }
 
 const char *tq_kernel_origin(const tq_kernel *k) { return k->module->origin; }
+
+const char *tq_kernel_path(const tq_kernel *k) {
+  const tq_backend *be = k->module->backend;
+  return be->ops->path ? be->ops->path(be->state, k->module->handle, k->op)
+                       : NULL;
+}
 
 static const tq_dispatch_entry *find_aot(tq_backend *be, uint64_t hash) {
   for (int i = 0; i < be->n_tables; i++)

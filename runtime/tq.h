@@ -42,6 +42,10 @@ tq_status tq_get_kernel(tq_backend *be, const tq_variant *v, tq_op op,
                         tq_kernel **out);
 /* "aot", "jit" (compiled now) or "cache" (loaded from the disk cache). */
 const char *tq_kernel_origin(const tq_kernel *k);
+/* Which code path the kernel runs on a backend that has several (e.g.
+ * Vulkan's fast attend stage or its fallbacks; a name starting "fallback"
+ * where a better path exists but not on this device), else NULL. */
+const char *tq_kernel_path(const tq_kernel *k);
 
 /* Device memory.  On the c backend it is host memory. */
 tq_status tq_alloc(tq_backend *be, size_t bytes, tq_buffer **out);
@@ -88,6 +92,7 @@ typedef struct tq_verify_options {
 typedef struct tq_verify_result {
   tq_op op;
   const char *origin;       /* kernel origin: aot / jit / cache */
+  const char *path;         /* tq_kernel_path, or NULL */
   double rel_l2;            /* attention / dequant: |out - ref| / |ref| */
   double max_abs;           /* max |out - ref| / max |ref| */
   double index_mismatch;    /* encode: fraction of indices that differ */

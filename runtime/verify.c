@@ -367,6 +367,7 @@ tq_status tq_verify(tq_backend *be, const tq_variant *v, tq_op op,
   tq_status st = tq_get_kernel(be, v, op, &k);
   if (st) return st;
   res->origin = tq_kernel_origin(k);
+  res->path = tq_kernel_path(k);
   world w;
   dev g = {0};
   if ((st = make_world(&w, v, op, &o))) {
@@ -438,6 +439,7 @@ tq_status tq_verify(tq_backend *be, const tq_variant *v, tq_op op,
       free(got2);
       res->op = op;
       res->origin = tq_kernel_origin(k);
+      res->path = tq_kernel_path(k);
     }
   }
   free_dev(be, &g);

@@ -9,7 +9,13 @@ build=${1:-build}
 shift || true
 
 packages=(build-essential cmake pkg-config liblua5.4-dev libcjson-dev
-          libxxhash-dev libclang-dev)
+          libxxhash-dev libclang-dev
+          python3 python3-pip bible-kjv gnuplot-nox) # examples/smollm2 data and report
+packages+=(mesa-vulkan-drivers unzip) # wgsl backend: lavapipe, the wgpu wheel
+# vulkan backend: glslang + SPIRV-Tools (in-process SPIR-V), volk + headers,
+# lavapipe (the CPU Vulkan driver the tests run on)
+packages+=(glslang-dev spirv-tools libvulkan-dev libvulkan-volk-dev mesa-vulkan-drivers)
+command -v node > /dev/null || packages+=(nodejs) # checks the generated JS module
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,6 +28,8 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
+scripts/smollm2_data.sh # model and text of examples/smollm2, into data/
+scripts/fetch_wgpu.sh "$build" # wgpu-native (pinned wheel) into $build/wgpu
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
 cmake --build "$build" -j "$(nproc)"
 "$build"/tqgen specs/qwen3.lua -o out/qwen3

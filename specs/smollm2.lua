@@ -20,6 +20,6 @@ return family {
     c = { cflags = "-O2" },
     cuda = { archs = { "sm_80", "sm_89", "sm_90" } },
     vulkan = { subgroups = true },
-    wgsl = { subgroups = false },
+    wgsl = { subgroups = true },
   },
 }

@@ -1,0 +1,1108 @@
+/* wgsl.c - the WebGPU backend: WGSL kernels run through a native WebGPU
+ * implementation (wgpu-native) loaded with dlopen, so the runtime builds
+ * and runs without it; probe then says what is missing.
+ *
+ * The library is found at TQ_WGPU_LIBRARY (environment), else at the path
+ * the build found (scripts/setup.sh unpacks the pinned `wgpu` wheel into
+ * <build>/wgpu).  The code follows exactly the webgpu.h/wgpu.h of that wheel
+ * (the callback-info generation of webgpu.h), included at build time.
+ *
+ * JIT: generated WGSL (one module per variant, all entry points) is
+ * compiled once by the implementation to validate it (errors name the
+ * generated line and the template line), cached as text and turned into
+ * pipelines on load.  AOT: the dispatch entry's shaders.  Buffers are
+ * WGPUBuffer handles (tq_buffer_ptr gives one); scalars travel in a uniform
+ * buffer per launch (core WebGPU has no push constants). */
+#define _GNU_SOURCE
+#include "wgsl.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "core.h"
+#include "emit.h"
+
+#ifndef TQ_WGPU_LIBRARY_PATH
+#define TQ_WGPU_LIBRARY_PATH "libwgpu_native.so"
+#endif
+
+#ifndef TQ_HAVE_WEBGPU_H
+/* ---- Built without the headers: the backend says so ------------------ */
+static tq_status wg_probe(char *err, size_t errn) {
+  snprintf(err, errn,
+           "wgsl backend unavailable: this runtime was built without the "
+           "WebGPU headers (scripts/setup.sh unpacks them into <build>/wgpu; "
+           "or set TQ_WGPU_DIR when configuring)");
+  return TQ_ERR_UNAVAILABLE;
+}
+static tq_status wg_open(void **state, char *err, size_t errn) {
+  *state = NULL;
+  return wg_probe(err, errn);
+}
+static void wg_close(void *state) {
+  (void)state;
+}
+static tq_status wg_emit(const tq_variant *v, tqg_source *out, char *err,
+                         size_t errn) {
+  return tqg_emit_wgsl(v, TQG_WGSL_CORE, "jit", out, err, errn);
+}
+tq_status tq_wgsl_validator_open(tq_wgsl_validator **out, char *err,
+                                 size_t errn) {
+  *out = NULL;
+  return wg_probe(err, errn);
+}
+void tq_wgsl_validator_close(tq_wgsl_validator *val) {
+  (void)val;
+}
+int tq_wgsl_validator_has(const tq_wgsl_validator *val, tqg_wgsl_flavour f) {
+  (void)val;
+  (void)f;
+  return 0;
+}
+tq_status tq_wgsl_validate(tq_wgsl_validator *val, const tq_variant *v,
+                           tqg_wgsl_flavour f, const tqg_source *src, char *err,
+                           size_t errn) {
+  (void)val;
+  (void)v;
+  (void)f;
+  (void)src;
+  return wg_probe(err, errn);
+}
+const tq_backend_ops tq_backend_wgsl = {.name = "wgsl",
+                                        .binary_kind = "wgsl",
+                                        .probe = wg_probe,
+                                        .open = wg_open,
+                                        .close = wg_close,
+                                        .emit = wg_emit};
+#else
+
+#include "webgpu.h"
+#include "wgpu.h"
+
+/* ---- The API: the functions used here, bound with dlsym -------------- */
+typedef WGPUBool (*wg_poll_fn)(WGPUDevice, WGPUBool,
+                               WGPUSubmissionIndex const *);
+typedef uint32_t (*wg_version_fn)(void);
+
+#define WG_FUNCTIONS(X)                                                           \
+  X(CreateInstance)                                                               \
+  X(InstanceRequestAdapter) X(InstanceProcessEvents) X(InstanceRelease) X(        \
+      AdapterRequestDevice) X(AdapterHasFeature) X(AdapterGetLimits)              \
+      X(AdapterGetInfo) X(AdapterInfoFreeMembers) X(AdapterRelease) X(            \
+          DeviceGetQueue) X(DeviceRelease) X(DeviceCreateBuffer)                  \
+          X(DevicePushErrorScope) X(DevicePopErrorScope) X(                       \
+              DeviceCreateShaderModule) X(DeviceCreateBindGroupLayout)            \
+              X(DeviceCreatePipelineLayout) X(DeviceCreateComputePipeline) X(     \
+                  DeviceCreateBindGroup) X(DeviceCreateCommandEncoder)            \
+                  X(ShaderModuleRelease) X(BindGroupLayoutRelease) X(             \
+                      PipelineLayoutRelease) X(ComputePipelineRelease)            \
+                      X(BindGroupRelease) X(BufferRelease) X(BufferDestroy) X(    \
+                          BufferGetSize) X(BufferMapAsync)                        \
+                          X(BufferGetConstMappedRange) X(BufferUnmap) X(          \
+                              QueueWriteBuffer) X(QueueSubmit) X(QueueRelease)    \
+                              X(CommandEncoderBeginComputePass) X(                \
+                                  CommandEncoderCopyBufferToBuffer)               \
+                                  X(CommandEncoderFinish) X(                      \
+                                      CommandEncoderRelease)                      \
+                                      X(ComputePassEncoderSetPipeline) X(         \
+                                          ComputePassEncoderSetBindGroup)         \
+                                          X(ComputePassEncoderDispatchWorkgroups) \
+                                              X(ComputePassEncoderEnd)            \
+                                                  X(ComputePassEncoderRelease)    \
+                                                      X(CommandBufferRelease)
+
+typedef struct wg_api {
+#define FIELD(f) WGPUProc##f f;
+  WG_FUNCTIONS(FIELD)
+#undef FIELD
+  wg_poll_fn DevicePoll;
+  wg_version_fn GetVersion;
+} wg_api;
+
+/* Loaded once per process and never unloaded; read-only afterwards. */
+static wg_api wg;
+static tq_status wg_status;
+static char wg_message[768];
+static char wg_path[512];
+static pthread_once_t wg_once = PTHREAD_ONCE_INIT;
+
+static int bind_sym(void *lib, void *fp, const char *name) {
+  void *p = dlsym(lib, name);
+  if (p) memcpy(fp, &p, sizeof p);
+  return p != NULL;
+}
+
+static void wg_load_once(void) {
+  const char *env = getenv("TQ_WGPU_LIBRARY");
+  snprintf(wg_path, sizeof wg_path, "%s",
+           env && *env ? env : TQ_WGPU_LIBRARY_PATH);
+  wg_status = TQ_ERR_UNAVAILABLE;
+  void *lib = dlopen(wg_path, RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    snprintf(
+        wg_message, sizeof wg_message,
+        "wgsl backend unavailable: cannot load the WebGPU library %s (%s); "
+        "run scripts/setup.sh or set TQ_WGPU_LIBRARY",
+        wg_path, dlerror());
+    return;
+  }
+  int ok = 1;
+  const char *missing = "";
+#define BIND(f) \
+  if (ok && !bind_sym(lib, &wg.f, "wgpu" #f)) ok = 0, missing = "wgpu" #f;
+  WG_FUNCTIONS(BIND)
+  BIND(DevicePoll)
+  BIND(GetVersion)
+#undef BIND
+  if (!ok) {
+    snprintf(wg_message, sizeof wg_message,
+             "wgsl backend unavailable: %s lacks %s (not the wgpu-native "
+             "release this build's webgpu.h came from)",
+             wg_path, missing);
+    memset(&wg, 0, sizeof wg);
+    dlclose(lib);
+    return;
+  }
+  wg_status = TQ_OK;
+}
+
+static tq_status wg_load(char *err, size_t errn) {
+  pthread_once(&wg_once, wg_load_once);
+  if (wg_status) snprintf(err, errn, "%s", wg_message);
+  return wg_status;
+}
+
+static WGPUStringView sv(const char *s) {
+  WGPUStringView v = {s, s ? strlen(s) : 0};
+  return v;
+}
+
+/* ---- state --------------------------------------------------------------- */
+typedef struct wg_state {
+  WGPUInstance instance;
+  WGPUAdapter adapter;
+  WGPUDevice device;
+  WGPUQueue queue;
+  tqg_wgsl_flavour flavour;
+  WGPUBuffer dummy; /* bound where a launch passes no block table / perm */
+  char name[256];
+  /* Errors nobody captured (a fault after submission) and device loss. */
+  char uncaptured[1024];
+  int lost;
+  /* The device's largest storage binding: a launch checks its buffers
+   * against it, since wgpu-native treats an invalid submission as fatal. */
+  uint64_t max_binding;
+} wg_state;
+
+typedef struct wg_module {
+  tq_variant variant;
+  WGPUShaderModule shader;
+  WGPUBindGroupLayout bgl[TQG_WGSL_STAGES];
+  WGPUComputePipeline pipe[TQG_WGSL_STAGES];
+  WGPUBuffer tables;
+} wg_module;
+
+/* Callback results land here; the waiting loop spins ProcessEvents. */
+typedef struct wg_wait {
+  int done;
+  int status;
+  void *object;
+  char message[1536];
+} wg_wait;
+
+static void copy_message(wg_wait *w, WGPUStringView m) {
+  size_t n = m.data ? (m.length == WGPU_STRLEN ? strlen(m.data) : m.length) : 0;
+  if (n >= sizeof w->message) n = sizeof w->message - 1;
+  if (n) memcpy(w->message, m.data, n);
+  w->message[n] = 0;
+}
+
+static void on_adapter(WGPURequestAdapterStatus st, WGPUAdapter a,
+                       WGPUStringView m, void *u1, void *u2) {
+  (void)u2;
+  wg_wait *w = u1;
+  w->status = (int)st;
+  w->object = a;
+  copy_message(w, m);
+  w->done = 1;
+}
+
+static void on_device(WGPURequestDeviceStatus st, WGPUDevice d,
+                      WGPUStringView m, void *u1, void *u2) {
+  (void)u2;
+  wg_wait *w = u1;
+  w->status = (int)st;
+  w->object = d;
+  copy_message(w, m);
+  w->done = 1;
+}
+
+static void on_scope(WGPUPopErrorScopeStatus st, WGPUErrorType type,
+                     WGPUStringView m, void *u1, void *u2) {
+  (void)u2;
+  wg_wait *w = u1;
+  w->status = st == WGPUPopErrorScopeStatus_Success ? (int)type : -1;
+  copy_message(w, m);
+  w->done = 1;
+}
+
+static void on_map(WGPUMapAsyncStatus st, WGPUStringView m, void *u1,
+                   void *u2) {
+  (void)u2;
+  wg_wait *w = u1;
+  w->status = (int)st;
+  copy_message(w, m);
+  w->done = 1;
+}
+
+static void on_uncaptured(WGPUDevice const *d, WGPUErrorType type,
+                          WGPUStringView m, void *u1, void *u2) {
+  (void)d;
+  (void)type;
+  (void)u2;
+  wg_state *s = u1;
+  if (s->uncaptured[0]) return; /* keep the first */
+  size_t n = m.data ? (m.length == WGPU_STRLEN ? strlen(m.data) : m.length) : 0;
+  if (n >= sizeof s->uncaptured) n = sizeof s->uncaptured - 1;
+  memcpy(s->uncaptured, m.data ? m.data : "", n);
+  s->uncaptured[n] = 0;
+}
+
+static void on_lost(WGPUDevice const *d, WGPUDeviceLostReason r,
+                    WGPUStringView m, void *u1, void *u2) {
+  (void)d;
+  (void)m;
+  (void)u2;
+  wg_state *s = u1;
+  if (r != WGPUDeviceLostReason_Destroyed &&
+      r != WGPUDeviceLostReason_CallbackCancelled)
+    s->lost = 1;
+}
+
+static void wait_for(WGPUInstance inst, wg_wait *w) {
+  for (int i = 0; !w->done && i < 1000000; i++) wg.InstanceProcessEvents(inst);
+}
+
+static void push_scopes(wg_state *s) {
+  wg.DevicePushErrorScope(s->device, WGPUErrorFilter_OutOfMemory);
+  wg.DevicePushErrorScope(s->device, WGPUErrorFilter_Validation);
+}
+
+/* Pops the two scopes of push_scopes; TQ_OK, or the first error in msg. */
+static tq_status pop_scopes(wg_state *s, char *msg, size_t n) {
+  tq_status st = TQ_OK;
+  for (int i = 0; i < 2; i++) {
+    wg_wait w = {0};
+    WGPUPopErrorScopeCallbackInfo cb = WGPU_POP_ERROR_SCOPE_CALLBACK_INFO_INIT;
+    cb.mode = WGPUCallbackMode_AllowProcessEvents;
+    cb.callback = on_scope;
+    cb.userdata1 = &w;
+    wg.DevicePopErrorScope(s->device, cb);
+    wait_for(s->instance, &w);
+    if (!st && w.done && w.status > (int)WGPUErrorType_NoError) {
+      snprintf(msg, n, "%s", w.message);
+      st = i == 0 ? TQ_ERR_COMPILE : TQ_ERR_NOMEM; /* validation, then OOM */
+    }
+  }
+  return st;
+}
+
+/* ---- probe, open, close ---------------------------------------------- */
+static WGPUInstance new_instance(void) {
+  WGPUInstanceExtras extras = {0};
+  extras.chain.sType = (WGPUSType)WGPUSType_InstanceExtras;
+  extras.backends = WGPUInstanceBackend_Primary;
+  WGPUInstanceDescriptor d = WGPU_INSTANCE_DESCRIPTOR_INIT;
+  d.nextInChain = &extras.chain;
+  return wg.CreateInstance(&d);
+}
+
+static WGPUAdapter get_adapter(WGPUInstance inst, char *err, size_t errn) {
+  wg_wait w = {0};
+  WGPURequestAdapterOptions o = WGPU_REQUEST_ADAPTER_OPTIONS_INIT;
+  o.powerPreference = WGPUPowerPreference_HighPerformance;
+  WGPURequestAdapterCallbackInfo cb = WGPU_REQUEST_ADAPTER_CALLBACK_INFO_INIT;
+  cb.mode = WGPUCallbackMode_AllowProcessEvents;
+  cb.callback = on_adapter;
+  cb.userdata1 = &w;
+  wg.InstanceRequestAdapter(inst, &o, cb);
+  wait_for(inst, &w);
+  if (!w.object)
+    snprintf(err, errn,
+             "wgsl backend unavailable: no WebGPU adapter (%s); on a machine "
+             "without a GPU install mesa-vulkan-drivers (lavapipe)",
+             w.message[0] ? w.message : "none found");
+  return w.object;
+}
+
+static tq_status wg_probe(char *err, size_t errn) {
+  return wg_load(err, errn);
+}
+
+static int has_subgroups(WGPUAdapter a) {
+  return wg.AdapterHasFeature(a, WGPUFeatureName_Subgroups) ||
+         wg.AdapterHasFeature(a, (WGPUFeatureName)WGPUNativeFeature_Subgroup);
+}
+
+static void wg_close(void *state) {
+  wg_state *s = state;
+  if (!s) return;
+  if (s->dummy) wg.BufferRelease(s->dummy);
+  if (s->queue) wg.QueueRelease(s->queue);
+  if (s->device) wg.DeviceRelease(s->device);
+  if (s->adapter) wg.AdapterRelease(s->adapter);
+  if (s->instance) wg.InstanceRelease(s->instance);
+  free(s);
+}
+
+/* Flavour: TQ_WGSL_FLAVOUR=core|f16sg|auto (auto: f16sg when the adapter
+ * has shader-f16 and subgroups). */
+static tq_status choose_flavour(wg_state *s, int best, char *err, size_t errn) {
+  const char *env = best ? NULL : getenv("TQ_WGSL_FLAVOUR");
+  int can = wg.AdapterHasFeature(s->adapter, WGPUFeatureName_ShaderF16) &&
+            has_subgroups(s->adapter);
+  if (!env || !*env || !strcmp(env, "auto")) {
+    s->flavour = can ? TQG_WGSL_F16SG : TQG_WGSL_CORE;
+    return TQ_OK;
+  }
+  s->flavour = tqg_wgsl_flavour_parse(env);
+  if (s->flavour == TQG_WGSL_FLAVOURS) {
+    snprintf(err, errn, "TQ_WGSL_FLAVOUR='%s': allowed core, f16sg, auto", env);
+    return TQ_ERR_INVALID;
+  }
+  if (s->flavour == TQG_WGSL_F16SG && !can) {
+    snprintf(err, errn, "wgsl backend: TQ_WGSL_FLAVOUR=f16sg but %s lacks %s",
+             s->name,
+             wg.AdapterHasFeature(s->adapter, WGPUFeatureName_ShaderF16)
+                 ? "subgroups"
+                 : "shader-f16");
+    return TQ_ERR_UNAVAILABLE;
+  }
+  return TQ_OK;
+}
+
+/* best: the richest flavour the adapter runs, whatever the environment. */
+static tq_status open_state(int best, void **state, char *err, size_t errn) {
+  *state = NULL;
+  tq_status st = wg_load(err, errn);
+  if (st) return st;
+  wg_state *s = calloc(1, sizeof *s);
+  if (!s) return TQ_ERR_NOMEM;
+  s->instance = new_instance();
+  if (!s->instance) {
+    snprintf(err, errn, "wgsl backend unavailable: wgpuCreateInstance failed");
+    free(s);
+    return TQ_ERR_UNAVAILABLE;
+  }
+  s->adapter = get_adapter(s->instance, err, errn);
+  if (!s->adapter) {
+    wg_close(s);
+    return TQ_ERR_UNAVAILABLE;
+  }
+  WGPUAdapterInfo info = WGPU_ADAPTER_INFO_INIT;
+  if (wg.AdapterGetInfo(s->adapter, &info) == WGPUStatus_Success) {
+    snprintf(s->name, sizeof s->name, "%.*s",
+             (int)(info.device.data ? info.device.length : 0),
+             info.device.data ? info.device.data : "");
+    wg.AdapterInfoFreeMembers(info);
+  }
+  if ((st = choose_flavour(s, best, err, errn))) {
+    wg_close(s);
+    return st;
+  }
+  /* The adapter's own limits: caches past WebGPU's 128 MiB default. */
+  WGPULimits limits = WGPU_LIMITS_INIT;
+  int have_limits =
+      wg.AdapterGetLimits(s->adapter, &limits) == WGPUStatus_Success;
+  WGPUFeatureName features[2];
+  size_t nf = 0;
+  if (s->flavour == TQG_WGSL_F16SG) {
+    features[nf++] = WGPUFeatureName_ShaderF16;
+    features[nf++] = wg.AdapterHasFeature(s->adapter, WGPUFeatureName_Subgroups)
+                         ? WGPUFeatureName_Subgroups
+                         : (WGPUFeatureName)WGPUNativeFeature_Subgroup;
+  }
+  WGPUDeviceDescriptor d = WGPU_DEVICE_DESCRIPTOR_INIT;
+  d.requiredFeatureCount = nf;
+  d.requiredFeatures = features;
+  d.requiredLimits = have_limits ? &limits : NULL;
+  d.uncapturedErrorCallbackInfo.callback = on_uncaptured;
+  d.uncapturedErrorCallbackInfo.userdata1 = s;
+  d.deviceLostCallbackInfo.mode = WGPUCallbackMode_AllowProcessEvents;
+  d.deviceLostCallbackInfo.callback = on_lost;
+  d.deviceLostCallbackInfo.userdata1 = s;
+  wg_wait w = {0};
+  WGPURequestDeviceCallbackInfo cb = WGPU_REQUEST_DEVICE_CALLBACK_INFO_INIT;
+  cb.mode = WGPUCallbackMode_AllowProcessEvents;
+  cb.callback = on_device;
+  cb.userdata1 = &w;
+  wg.AdapterRequestDevice(s->adapter, &d, cb);
+  wait_for(s->instance, &w);
+  s->device = w.object;
+  if (!s->device) {
+    snprintf(err, errn, "wgsl backend unavailable: %s refused a device: %s",
+             s->name, w.message);
+    wg_close(s);
+    return TQ_ERR_UNAVAILABLE;
+  }
+  s->queue = wg.DeviceGetQueue(s->device);
+  /* WebGPU's default maxStorageBufferBindingSize is 128 MiB. */
+  s->max_binding = have_limits ? limits.maxStorageBufferBindingSize : (uint64_t)128 << 20;
+  WGPUBufferDescriptor bd = WGPU_BUFFER_DESCRIPTOR_INIT;
+  bd.usage = WGPUBufferUsage_Storage | WGPUBufferUsage_CopyDst;
+  bd.size = 16;
+  s->dummy = wg.DeviceCreateBuffer(s->device, &bd);
+  *state = s;
+  return TQ_OK;
+}
+
+static tq_status wg_open(void **state, char *err, size_t errn) {
+  return open_state(0, state, err, errn);
+}
+
+/* Cache target: the flavour, so both flavours' modules can be cached. */
+static const char *wg_target(void *state) {
+  wg_state *s = state;
+  return tqg_wgsl_flavour_name(s->flavour);
+}
+
+/* The core flavour; compile builds the state's flavour. */
+static tq_status wg_emit(const tq_variant *v, tqg_source *out, char *err,
+                         size_t errn) {
+  return tqg_emit_wgsl(v, TQG_WGSL_CORE, "jit", out, err, errn);
+}
+
+/* naga (wgpu-native 29) implements subgroup operations as a device
+ * feature and rejects the standard `enable subgroups;` directive that
+ * browsers require, so the line is blanked (same length: the columns of
+ * its messages stay right) before the text reaches it. */
+static char *native_text(const char *text, size_t n) {
+  char *t = malloc(n + 1);
+  if (!t) return NULL;
+  memcpy(t, text, n);
+  t[n] = 0;
+  char *e = strstr(t, "\nenable subgroups;");
+  if (e) memset(e + 1, ' ', strlen("enable subgroups;"));
+  return t;
+}
+
+/* "<variant>.<flavour>.wgsl:LINE:COL: <first line of the message>" with the
+ * template line LINE came from. */
+static void explain(const tq_variant *v, tqg_wgsl_flavour f,
+                    const tqg_source *src, const char *msg, char *err,
+                    size_t errn) {
+  char name[160], where[300] = "", first[400] = "";
+  tqg_variant_name(v, name, sizeof name);
+  int line = 0, col = 0;
+  const char *at = strstr(msg, "wgsl:");
+  if (at) sscanf(at + 5, "%d:%d", &line, &col);
+  if (line > 0 && src) tqg_source_origin(src, line, where, sizeof where);
+  /* The first line that says what is wrong ("Shader ... error: ..."). */
+  const char *p = strstr(msg, "error:");
+  if (p) {
+    while (p > msg && p[-1] != '\n') p--;
+  } else {
+    p = msg;
+  }
+  while (*p == ' ' || *p == '\n') p++;
+  const char *end = strchr(p, '\n');
+  snprintf(first, sizeof first, "%.*s", end ? (int)(end - p) : (int)strlen(p),
+           p);
+  if (line > 0)
+    snprintf(err, errn, "WGSL error in generated %s.%s.wgsl:%d:%d: %s%s%s%s",
+             name, tqg_wgsl_flavour_name(f), line, col, first,
+             *where ? " (from " : "", where, *where ? ")" : "");
+  else
+    snprintf(err, errn, "WGSL error in generated %s.%s.wgsl: %s", name,
+             tqg_wgsl_flavour_name(f), first);
+}
+
+static WGPUShaderModule shader_module(wg_state *s, const char *text, size_t n,
+                                      char *msg, size_t msgn, tq_status *st) {
+  char *t = native_text(text, n);
+  if (!t) {
+    *st = TQ_ERR_NOMEM;
+    return NULL;
+  }
+  WGPUShaderSourceWGSL w = WGPU_SHADER_SOURCE_WGSL_INIT;
+  w.code.data = t;
+  w.code.length = strlen(t);
+  WGPUShaderModuleDescriptor d = WGPU_SHADER_MODULE_DESCRIPTOR_INIT;
+  d.nextInChain = &w.chain;
+  push_scopes(s);
+  WGPUShaderModule m = wg.DeviceCreateShaderModule(s->device, &d);
+  *st = pop_scopes(s, msg, msgn);
+  free(t);
+  if (*st && m) {
+    wg.ShaderModuleRelease(m);
+    m = NULL;
+  }
+  return m;
+}
+
+/* Compiles src into a module; errors mapped to template lines. */
+static tq_status check_text(wg_state *s, const tq_variant *v,
+                            tqg_wgsl_flavour f, const tqg_source *src,
+                            char *err, size_t errn) {
+  char msg[1536] = "";
+  tq_status st;
+  WGPUShaderModule m =
+      shader_module(s, src->text, src->len, msg, sizeof msg, &st);
+  if (m) wg.ShaderModuleRelease(m);
+  if (st == TQ_ERR_COMPILE)
+    explain(v, f, src, msg, err, errn);
+  else if (st)
+    snprintf(err, errn, "%s", msg[0] ? msg : "out of memory");
+  return st;
+}
+
+static tq_status wg_compile(void *state, const tq_variant *v,
+                            const tqg_source *src, void **binary, size_t *size,
+                            char *err, size_t errn) {
+  wg_state *s = state;
+  tqg_source own;
+  tqg_source_init(&own);
+  tq_status st = TQ_OK;
+  if (s->flavour != TQG_WGSL_CORE) {
+    st = tqg_emit_wgsl(v, s->flavour, "jit", &own, err, errn);
+    src = &own;
+  }
+  if (!st) st = check_text(s, v, s->flavour, src, err, errn);
+  if (!st) {
+    *binary = malloc(src->len);
+    if (!*binary)
+      st = TQ_ERR_NOMEM;
+    else {
+      memcpy(*binary, src->text, src->len);
+      *size = src->len;
+    }
+  }
+  tqg_source_free(&own);
+  return st;
+}
+
+static tq_status load_text(wg_state *s, const tq_variant *v, const char *text,
+                           size_t n, void **module, char *err, size_t errn);
+
+static void release_module(wg_module *m) {
+  if (!m) return;
+  for (int i = 0; i < TQG_WGSL_STAGES; i++) {
+    if (m->pipe[i]) wg.ComputePipelineRelease(m->pipe[i]);
+    if (m->bgl[i]) wg.BindGroupLayoutRelease(m->bgl[i]);
+  }
+  if (m->shader) wg.ShaderModuleRelease(m->shader);
+  if (m->tables) wg.BufferRelease(m->tables);
+  free(m);
+}
+
+static WGPUBufferBindingType binding_type(int b) {
+  switch (tqg_wgsl_binding_type_of(b)) {
+    case TQG_WGSL_UNIFORM:
+      return WGPUBufferBindingType_Uniform;
+    case TQG_WGSL_READ_ONLY:
+      return WGPUBufferBindingType_ReadOnlyStorage;
+    default:
+      return WGPUBufferBindingType_Storage;
+  }
+}
+
+/* Layout and pipeline of one stage (entry point). */
+static tq_status make_stage(wg_state *s, wg_module *m, int stage, char *msg,
+                            size_t msgn) {
+  WGPUBindGroupLayoutEntry e[TQG_WB_COUNT];
+  size_t n = 0;
+  uint32_t mask = tqg_wgsl_binding_mask(&m->variant, stage);
+  for (int b = 0; b < TQG_WB_COUNT; b++) {
+    if (!(mask >> b & 1)) continue;
+    WGPUBindGroupLayoutEntry x = WGPU_BIND_GROUP_LAYOUT_ENTRY_INIT;
+    x.binding = (uint32_t)b;
+    x.visibility = WGPUShaderStage_Compute;
+    x.buffer.type = binding_type(b);
+    e[n++] = x;
+  }
+  push_scopes(s);
+  WGPUBindGroupLayoutDescriptor ld = WGPU_BIND_GROUP_LAYOUT_DESCRIPTOR_INIT;
+  ld.entryCount = n;
+  ld.entries = e;
+  m->bgl[stage] = wg.DeviceCreateBindGroupLayout(s->device, &ld);
+  WGPUPipelineLayoutDescriptor pd = WGPU_PIPELINE_LAYOUT_DESCRIPTOR_INIT;
+  pd.bindGroupLayoutCount = 1;
+  pd.bindGroupLayouts = &m->bgl[stage];
+  WGPUPipelineLayout pl = wg.DeviceCreatePipelineLayout(s->device, &pd);
+  WGPUComputePipelineDescriptor cd = WGPU_COMPUTE_PIPELINE_DESCRIPTOR_INIT;
+  cd.layout = pl;
+  cd.compute.module = m->shader;
+  cd.compute.entryPoint = sv(tqg_wgsl_stage_names[stage]);
+  m->pipe[stage] = wg.DeviceCreateComputePipeline(s->device, &cd);
+  wg.PipelineLayoutRelease(pl);
+  tq_status st = pop_scopes(s, msg, msgn);
+  if (st && msgn > 40) {
+    char tmp[1536];
+    snprintf(tmp, sizeof tmp, "pipeline '%s': %s", tqg_wgsl_stage_names[stage],
+             msg);
+    snprintf(msg, msgn, "%s", tmp);
+  }
+  return st;
+}
+
+static tq_status load_text(wg_state *s, const tq_variant *v, const char *text,
+                           size_t n, void **module, char *err, size_t errn) {
+  *module = NULL;
+  wg_module *m = calloc(1, sizeof *m);
+  if (!m) return TQ_ERR_NOMEM;
+  m->variant = *v;
+  tqg_variant_normalize(&m->variant);
+  char msg[1536] = "";
+  tq_status st;
+  m->shader = shader_module(s, text, n, msg, sizeof msg, &st);
+  if (st == TQ_ERR_COMPILE) explain(v, s->flavour, NULL, msg, err, errn);
+  for (int i = 0; !st && i < TQG_WGSL_STAGES; i++)
+    if ((st = make_stage(s, m, i, msg, sizeof msg)))
+      snprintf(err, errn, "%s", msg);
+  tqg_wgsl_tables tb;
+  if (!st && !(st = tqg_wgsl_tables_init(v, &tb))) {
+    WGPUBufferDescriptor bd = WGPU_BUFFER_DESCRIPTOR_INIT;
+    bd.usage = WGPUBufferUsage_Storage | WGPUBufferUsage_CopyDst;
+    bd.size = ((uint64_t)tb.n * 4 + 15) & ~(uint64_t)15;
+    m->tables = wg.DeviceCreateBuffer(s->device, &bd);
+    wg.QueueWriteBuffer(s->queue, m->tables, 0, tb.data, (size_t)tb.n * 4);
+    tqg_wgsl_tables_free(&tb);
+  }
+  if (st) {
+    if (!err[0]) snprintf(err, errn, "%s", msg);
+    release_module(m);
+    return st;
+  }
+  *module = m;
+  return TQ_OK;
+}
+
+static tq_status wg_load_binary(void *state, const tq_variant *v,
+                                const void *binary, size_t size, void **module,
+                                char *err, size_t errn) {
+  if (!binary || !size) {
+    snprintf(err, errn, "empty WGSL module");
+    return TQ_ERR_INVALID;
+  }
+  return load_text(state, v, binary, size, module, err, errn);
+}
+
+/* AOT: the shaders of the state's flavour ("<flavour>/<stage>"), else the
+ * core ones (a spec may ship only those); all stages share one module. */
+static tq_status wg_load_aot(void *state, const tq_dispatch_entry *e,
+                             void **module, char *err, size_t errn) {
+  wg_state *s = state;
+  const tq_dispatch_shader *pick = NULL;
+  for (int pass = 0; pass < 2 && !pick; pass++) {
+    char want[64];
+    snprintf(want, sizeof want, "%s/encode",
+             tqg_wgsl_flavour_name(pass ? TQG_WGSL_CORE : s->flavour));
+    for (int i = 0; i < e->shader_count && !pick; i++)
+      if (e->shaders[i].stage && !strcmp(e->shaders[i].stage, want))
+        pick = &e->shaders[i];
+  }
+  if (!pick || !pick->code || !pick->code_size) {
+    snprintf(err, errn, "dispatch entry %s has no WGSL shaders", e->name);
+    return TQ_ERR_INVALID;
+  }
+  return load_text(s, &e->variant, pick->code, pick->code_size, module, err,
+                   errn);
+}
+
+static void wg_unload(void *state, void *module) {
+  (void)state;
+  release_module(module);
+}
+
+/* ---- memory ------------------------------------------------------------ */
+static tq_status wg_alloc(void *state, size_t bytes, void **mem, char *err,
+                          size_t errn) {
+  wg_state *s = state;
+  WGPUBufferDescriptor bd = WGPU_BUFFER_DESCRIPTOR_INIT;
+  bd.usage = WGPUBufferUsage_Storage | WGPUBufferUsage_CopySrc |
+             WGPUBufferUsage_CopyDst;
+  bd.size = ((uint64_t)bytes + 15) & ~(uint64_t)15;
+  push_scopes(s);
+  WGPUBuffer b = wg.DeviceCreateBuffer(s->device, &bd);
+  char msg[1536] = "";
+  tq_status st = pop_scopes(s, msg, sizeof msg);
+  if (st || !b) {
+    if (b) wg.BufferRelease(b);
+    snprintf(err, errn, "%s", msg[0] ? msg : "wgpuDeviceCreateBuffer failed");
+    *mem = NULL;
+    return st == TQ_ERR_COMPILE ? TQ_ERR_INVALID : TQ_ERR_NOMEM;
+  }
+  *mem = b;
+  return TQ_OK;
+}
+
+static void wg_free(void *state, void *mem) {
+  (void)state;
+  if (!mem) return;
+  wg.BufferDestroy(mem);
+  wg.BufferRelease(mem);
+}
+
+/* Reads [off, off + n) of a buffer through a mapped staging copy; off and
+ * n multiples of 4. */
+static tq_status read_aligned(wg_state *s, WGPUBuffer src, size_t off,
+                              void *dst, size_t n, char *err, size_t errn) {
+  WGPUBufferDescriptor bd = WGPU_BUFFER_DESCRIPTOR_INIT;
+  bd.usage = WGPUBufferUsage_MapRead | WGPUBufferUsage_CopyDst;
+  bd.size = n;
+  WGPUBuffer staging = wg.DeviceCreateBuffer(s->device, &bd);
+  WGPUCommandEncoder enc = wg.DeviceCreateCommandEncoder(s->device, NULL);
+  wg.CommandEncoderCopyBufferToBuffer(enc, src, off, staging, 0, n);
+  WGPUCommandBuffer cmd = wg.CommandEncoderFinish(enc, NULL);
+  wg.QueueSubmit(s->queue, 1, &cmd);
+  wg.CommandBufferRelease(cmd);
+  wg.CommandEncoderRelease(enc);
+  wg_wait w = {0};
+  WGPUBufferMapCallbackInfo cb = WGPU_BUFFER_MAP_CALLBACK_INFO_INIT;
+  cb.mode = WGPUCallbackMode_AllowProcessEvents;
+  cb.callback = on_map;
+  cb.userdata1 = &w;
+  wg.BufferMapAsync(staging, WGPUMapMode_Read, 0, n, cb);
+  while (!w.done) {
+    wg.DevicePoll(s->device, 1, NULL);
+    wg.InstanceProcessEvents(s->instance);
+  }
+  tq_status st = TQ_OK;
+  if (w.status != (int)WGPUMapAsyncStatus_Success) {
+    snprintf(err, errn, "map for reading failed: %s", w.message);
+    st = TQ_ERR_INVALID;
+  } else {
+    const void *p = wg.BufferGetConstMappedRange(staging, 0, n);
+    if (p)
+      memcpy(dst, p, n);
+    else {
+      snprintf(err, errn, "mapped range unavailable");
+      st = TQ_ERR_INVALID;
+    }
+    wg.BufferUnmap(staging);
+  }
+  wg.BufferDestroy(staging);
+  wg.BufferRelease(staging);
+  return st;
+}
+
+static tq_status wg_read(void *state, const void *mem, size_t off, void *dst,
+                         size_t n, char *err, size_t errn) {
+  wg_state *s = state;
+  if (!n) return TQ_OK;
+  size_t lo = off & ~(size_t)3, hi = (off + n + 3) & ~(size_t)3;
+  if (lo == off && hi == off + n)
+    return read_aligned(s, (WGPUBuffer)mem, off, dst, n, err, errn);
+  unsigned char *tmp = malloc(hi - lo);
+  if (!tmp) return TQ_ERR_NOMEM;
+  tq_status st = read_aligned(s, (WGPUBuffer)mem, lo, tmp, hi - lo, err, errn);
+  if (!st) memcpy(dst, tmp + (off - lo), n);
+  free(tmp);
+  return st;
+}
+
+/* WebGPU writes whole words: an unaligned range is read, patched and
+ * written back. */
+static tq_status wg_write(void *state, void *mem, size_t off, const void *src,
+                          size_t n, char *err, size_t errn) {
+  wg_state *s = state;
+  if (!n) return TQ_OK;
+  size_t lo = off & ~(size_t)3, hi = (off + n + 3) & ~(size_t)3;
+  if (lo == off && hi == off + n) {
+    wg.QueueWriteBuffer(s->queue, mem, off, src, n);
+    return TQ_OK;
+  }
+  unsigned char *tmp = malloc(hi - lo);
+  if (!tmp) return TQ_ERR_NOMEM;
+  tq_status st = read_aligned(s, mem, lo, tmp, hi - lo, err, errn);
+  if (!st) {
+    memcpy(tmp + (off - lo), src, n);
+    wg.QueueWriteBuffer(s->queue, mem, lo, tmp, hi - lo);
+  }
+  free(tmp);
+  return st;
+}
+
+static void *wg_host_ptr(void *state, void *mem) {
+  (void)state;
+  (void)mem;
+  return NULL; /* device memory: kernels bound-check instead */
+}
+
+/* ---- launch ------------------------------------------------------------ */
+static int capacity_of(const tq_variant *v, const tq_kargs *a) {
+  return v->layout == TQ_PAGED ? a->max_blocks * v->block_size : a->capacity;
+}
+
+static size_t wg_workspace(void *state, void *module, tq_op op,
+                           const tq_kargs *a) {
+  (void)state;
+  wg_module *m = module;
+  return tqg_wgsl_workspace(&m->variant, op, a->batch, a->kv_heads, a->n_tokens,
+                            capacity_of(&m->variant, a));
+}
+
+typedef struct wg_step {
+  int stage;
+  uint32_t grid[3];
+} wg_step;
+
+/* The launch plan: encode and dequant one workgroup per token; attention
+ * (splits, kv heads x row tiles, batch) then reduce (rows, kv heads, batch). */
+static int plan(const tq_variant *v, tq_op op, const tq_kargs *a,
+                tqg_wgsl_params *p, wg_step st[2]) {
+  memset(p, 0, sizeof *p);
+  p->batch = (uint32_t)a->batch;
+  p->kv_heads = (uint32_t)a->kv_heads;
+  p->n_tokens = (uint32_t)a->n_tokens;
+  p->capacity = (uint32_t)a->capacity;
+  p->num_blocks = (uint32_t)a->num_blocks;
+  p->max_blocks = (uint32_t)a->max_blocks;
+  p->sm_scale = a->sm_scale;
+  p->has_perm = a->channel_perm != NULL;
+  p->rows = (uint32_t)(a->n_tokens * v->group);
+  p->tiles = (p->rows + 3) / 4;
+  if (op == TQ_OP_ENCODE || op == TQ_OP_DEQUANT) {
+    st[0].stage = op == TQ_OP_ENCODE ? 0 : 4;
+    st[0].grid[0] = (uint32_t)a->n_tokens;
+    st[0].grid[1] = (uint32_t)a->kv_heads;
+    st[0].grid[2] = (uint32_t)a->batch;
+    return 1;
+  }
+  p->splits = (uint32_t)tqg_wgsl_splits(v, op, a->batch, a->kv_heads,
+                                        a->n_tokens, capacity_of(v, a));
+  st[0].stage = op == TQ_OP_DECODE ? 1 : 2;
+  st[0].grid[0] = p->splits;
+  st[0].grid[1] = (uint32_t)a->kv_heads * p->tiles;
+  st[0].grid[2] = (uint32_t)a->batch;
+  st[1].stage = 3;
+  st[1].grid[0] = p->rows;
+  st[1].grid[1] = (uint32_t)a->kv_heads;
+  st[1].grid[2] = (uint32_t)a->batch;
+  return 2;
+}
+
+static WGPUBuffer binding_buffer(wg_state *s, const tq_kargs *a,
+                                 WGPUBuffer params, WGPUBuffer tables, int b) {
+  const void *p = NULL;
+  switch (b) {
+    case TQG_WB_PARAMS:
+      return params;
+    case TQG_WB_TABLES:
+      return tables;
+    case TQG_WB_K_CACHE:
+      p = a->k_cache;
+      break;
+    case TQG_WB_V_CACHE:
+      p = a->v_cache;
+      break;
+    case TQG_WB_BLOCK_TABLE:
+      p = a->block_table;
+      break;
+    case TQG_WB_SEQ_LENS:
+      p = a->seq_lens;
+      break;
+    case TQG_WB_CHANNEL_PERM:
+      p = a->channel_perm;
+      break;
+    case TQG_WB_Q:
+      p = a->q;
+      break;
+    case TQG_WB_K:
+      p = a->k;
+      break;
+    case TQG_WB_V:
+      p = a->v;
+      break;
+    case TQG_WB_OUT:
+      p = a->out;
+      break;
+    case TQG_WB_WORKSPACE:
+      p = a->workspace;
+      break;
+  }
+  return p ? (WGPUBuffer)p : s->dummy;
+}
+
+static tq_status wg_launch(void *state, void *module, tq_op op,
+                           const tq_kargs *a, char *err, size_t errn) {
+  wg_state *s = state;
+  wg_module *m = module;
+  size_t need = wg_workspace(s, m, op, a);
+  if (need > a->workspace_bytes || (need && !a->workspace)) {
+    snprintf(err, errn,
+             "needs %zu bytes of workspace, got %zu: pass a workspace buffer "
+             "of tq_workspace_size() bytes",
+             need, a->workspace ? a->workspace_bytes : 0);
+    return TQ_ERR_INVALID;
+  }
+  if (s->lost) {
+    snprintf(err, errn, "the WebGPU device was lost");
+    return TQ_ERR_INVALID;
+  }
+  tqg_wgsl_params p;
+  wg_step steps[2];
+  int n = plan(&m->variant, op, a, &p, steps);
+  for (int i = 0; i < n; i++)
+    for (int k = 0; k < 3; k++)
+      if (steps[i].grid[k] < 1 || steps[i].grid[k] > 65535) {
+        snprintf(err, errn, "%s: grid (%u, %u, %u) is outside 1..65535",
+                 tqg_wgsl_stage_names[steps[i].stage], steps[i].grid[0],
+                 steps[i].grid[1], steps[i].grid[2]);
+        return TQ_ERR_INVALID;
+      }
+  for (int i = 0; i < n; i++) {
+    uint32_t mask = tqg_wgsl_binding_mask(&m->variant, steps[i].stage);
+    for (int b = 0; b < TQG_WB_COUNT; b++) {
+      if (!(mask >> b & 1) || b == TQG_WB_PARAMS) continue;
+      uint64_t size = wg.BufferGetSize(binding_buffer(s, a, NULL, m->tables, b));
+      if (size > s->max_binding) {
+        snprintf(err, errn,
+                 "%s: binding %d is a buffer of %llu bytes, past this device's "
+                 "largest storage binding (%llu bytes): split the cache or the batch",
+                 tqg_wgsl_stage_names[steps[i].stage], b, (unsigned long long)size,
+                 (unsigned long long)s->max_binding);
+        return TQ_ERR_INVALID;
+      }
+    }
+  }
+  push_scopes(s);
+  WGPUBufferDescriptor bd = WGPU_BUFFER_DESCRIPTOR_INIT;
+  bd.usage = WGPUBufferUsage_Uniform | WGPUBufferUsage_CopyDst;
+  bd.size = sizeof p;
+  WGPUBuffer params = wg.DeviceCreateBuffer(s->device, &bd);
+  wg.QueueWriteBuffer(s->queue, params, 0, &p, sizeof p);
+  WGPUCommandEncoder enc = wg.DeviceCreateCommandEncoder(s->device, NULL);
+  WGPUComputePassEncoder pass = wg.CommandEncoderBeginComputePass(enc, NULL);
+  WGPUBindGroup groups[2] = {NULL, NULL};
+  for (int i = 0; i < n; i++) {
+    int stage = steps[i].stage;
+    uint32_t mask = tqg_wgsl_binding_mask(&m->variant, stage);
+    WGPUBindGroupEntry e[TQG_WB_COUNT];
+    size_t ne = 0;
+    for (int b = 0; b < TQG_WB_COUNT; b++) {
+      if (!(mask >> b & 1)) continue;
+      WGPUBindGroupEntry x = WGPU_BIND_GROUP_ENTRY_INIT;
+      x.binding = (uint32_t)b;
+      x.buffer = binding_buffer(s, a, params, m->tables, b);
+      x.size = WGPU_WHOLE_SIZE;
+      e[ne++] = x;
+    }
+    WGPUBindGroupDescriptor gd = WGPU_BIND_GROUP_DESCRIPTOR_INIT;
+    gd.layout = m->bgl[stage];
+    gd.entryCount = ne;
+    gd.entries = e;
+    groups[i] = wg.DeviceCreateBindGroup(s->device, &gd);
+    wg.ComputePassEncoderSetPipeline(pass, m->pipe[stage]);
+    wg.ComputePassEncoderSetBindGroup(pass, 0, groups[i], 0, NULL);
+    wg.ComputePassEncoderDispatchWorkgroups(pass, steps[i].grid[0],
+                                            steps[i].grid[1], steps[i].grid[2]);
+  }
+  wg.ComputePassEncoderEnd(pass);
+  WGPUCommandBuffer cmd = wg.CommandEncoderFinish(enc, NULL);
+  wg.QueueSubmit(s->queue, 1, &cmd);
+  wg.CommandBufferRelease(cmd);
+  wg.ComputePassEncoderRelease(pass);
+  wg.CommandEncoderRelease(enc);
+  for (int i = 0; i < n; i++)
+    if (groups[i]) wg.BindGroupRelease(groups[i]);
+  wg.BufferRelease(params);
+  char msg[1536] = "";
+  tq_status st = pop_scopes(s, msg, sizeof msg);
+  if (st) {
+    snprintf(err, errn, "%s", msg);
+    return TQ_ERR_INVALID;
+  }
+  return TQ_OK;
+}
+
+static tq_status wg_sync(void *state, char *err, size_t errn) {
+  wg_state *s = state;
+  wg.DevicePoll(s->device, 1, NULL);
+  wg.InstanceProcessEvents(s->instance);
+  if (s->uncaptured[0]) {
+    snprintf(err, errn, "%s", s->uncaptured);
+    s->uncaptured[0] = 0;
+    return TQ_ERR_INVALID;
+  }
+  if (s->lost) {
+    snprintf(err, errn, "the WebGPU device was lost");
+    return TQ_ERR_INVALID;
+  }
+  return TQ_OK;
+}
+
+/* ---- generation-time validation ------------------------------------- */
+struct tq_wgsl_validator {
+  wg_state *s;
+};
+
+tq_status tq_wgsl_validator_open(tq_wgsl_validator **out, char *err,
+                                 size_t errn) {
+  *out = NULL;
+  tq_wgsl_validator *val = calloc(1, sizeof *val);
+  if (!val) return TQ_ERR_NOMEM;
+  void *s = NULL;
+  tq_status st = open_state(1, &s, err, errn);
+  if (st) {
+    free(val);
+    return st;
+  }
+  val->s = s;
+  *out = val;
+  return TQ_OK;
+}
+
+void tq_wgsl_validator_close(tq_wgsl_validator *val) {
+  if (!val) return;
+  wg_close(val->s);
+  free(val);
+}
+
+int tq_wgsl_validator_has(const tq_wgsl_validator *val, tqg_wgsl_flavour f) {
+  return f == TQG_WGSL_CORE || val->s->flavour == f;
+}
+
+tq_status tq_wgsl_validate(tq_wgsl_validator *val, const tq_variant *v,
+                           tqg_wgsl_flavour f, const tqg_source *src, char *err,
+                           size_t errn) {
+  if (!tq_wgsl_validator_has(val, f)) {
+    snprintf(err, errn, "%s cannot compile the %s flavour", val->s->name,
+             tqg_wgsl_flavour_name(f));
+    return TQ_ERR_UNAVAILABLE;
+  }
+  tq_status st = check_text(val->s, v, f, src, err, errn);
+  void *m = NULL;
+  /* Pipelines too: workgroup memory and other limits are checked there. */
+  if (!st) st = load_text(val->s, v, src->text, src->len, &m, err, errn);
+  release_module(m);
+  return st;
+}
+
+const tq_backend_ops tq_backend_wgsl = {
+    .name = "wgsl",
+    .binary_kind = "wgsl",
+    .target = wg_target,
+    .probe = wg_probe,
+    .open = wg_open,
+    .close = wg_close,
+    .emit = wg_emit,
+    .compile = wg_compile,
+    .load = wg_load_binary,
+    .load_aot = wg_load_aot,
+    .unload = wg_unload,
+    .alloc = wg_alloc,
+    .free = wg_free,
+    .write = wg_write,
+    .read = wg_read,
+    .host_ptr = wg_host_ptr,
+    .workspace = wg_workspace,
+    .launch = wg_launch,
+    .sync = wg_sync,
+};
+#endif
