@@ -44,7 +44,21 @@ tq_status smol_kv_from_name(tq_backend *be, const tqg_spec *spec,
     o.center = 1;
     plain[len - sl] = 0;
   }
-  name = plain;
+  /* "sim:<variant>[+sinkN]": the variant simulated through the reference,
+   * the first N positions unquantized. */
+  int sim = !strncmp(plain, "sim:", 4);
+  char *sink = strstr(plain, "+sink");
+  if (sim && sink) {
+    char *end = NULL;
+    long nsink = strtol(sink + 5, &end, 10);
+    if (end == sink + 5 || *end || nsink < 0 || nsink > 1000000) {
+      snprintf(err, errn, "cache '%s': '+sink' takes a count of positions", name);
+      return TQ_ERR_INVALID;
+    }
+    o.sink = (int)nsink;
+    *sink = 0;
+  }
+  name = sim ? plain + 4 : plain;
   if (!strcmp(name, "f32")) {
     o.kind = SMOL_KV_F32;
   } else if (!strncmp(name, "minmax", 6) && name[6] >= '1' && name[6] <= '8' &&
@@ -68,8 +82,12 @@ tq_status smol_kv_from_name(tq_backend *be, const tqg_spec *spec,
         }
       return TQ_ERR_NOT_FOUND;
     }
-    o.kind = SMOL_KV_TQ;
+    o.kind = sim ? SMOL_KV_SIM : SMOL_KV_TQ;
     o.variant = *v;
+  }
+  if (sim && o.kind != SMOL_KV_SIM) {
+    snprintf(err, errn, "cache 'sim:%s': sim: takes a TurboQuant variant", name);
+    return TQ_ERR_INVALID;
   }
   return smol_kv_create(o.kind == SMOL_KV_TQ ? be : NULL, cfg, &o, out, err,
                         errn);

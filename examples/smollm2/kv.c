@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "ref/ref.h"
 
 #define MAX_PARTS 8
 
@@ -17,7 +18,8 @@ struct smol_kv {
   int *len;       /* tokens in each layer's cache */
   float *kf, *vf; /* [L][capacity][H][d]: unquantized keys and values (the
                      f32 cache, or the reference for statistics) */
-  float *kq, *vq; /* minmax: the dequantized cache attention reads */
+  float *kq, *vq; /* minmax, sim: the dequantized cache attention reads */
+  tq_ref *ref;    /* sim: the reference encoder and decoder */
   float *mean;    /* [L][2][H][d]: key and value means (centering) */
   float *ks, *vs; /* [max_chunk][H][d]: centered keys and values */
   float *exact;   /* [max_chunk][H*G][d]: exact attention for statistics */
@@ -146,10 +148,27 @@ tq_status smol_kv_create(tq_backend *be, const smol_config *cfg,
     kv->vs = malloc((size_t)o->max_chunk * kv->H * kv->d * sizeof(float));
     if (!kv->mean || !kv->ks || !kv->vs) st = TQ_ERR_NOMEM;
   }
-  if (!st && o->kind == SMOL_KV_MINMAX) {
+  if (!st && (o->kind == SMOL_KV_MINMAX || o->kind == SMOL_KV_SIM)) {
     kv->kq = malloc(cache_floats(kv) * sizeof(float));
     kv->vq = malloc(cache_floats(kv) * sizeof(float));
     if (!kv->kq || !kv->vq) st = TQ_ERR_NOMEM;
+  }
+  if (!st && o->kind == SMOL_KV_SIM) {
+    char name[160];
+    tqg_variant_name(&o->variant, name, sizeof name);
+    kv->ref = calloc(1, sizeof *kv->ref);
+    if (!kv->ref) st = TQ_ERR_NOMEM;
+    else if (o->variant.head_dim != kv->d || o->variant.outlier_count > 0 ||
+             (st = tq_ref_init(kv->ref, &o->variant))) {
+      free(kv->ref);
+      kv->ref = NULL;
+      snprintf(err, errn, "simulated cache %s: head_dim %d must be the model's %d and "
+               "outlier channels are not simulated", name, o->variant.head_dim, kv->d);
+      st = TQ_ERR_INVALID;
+    }
+    char sink[32] = "";
+    if (o->sink > 0) snprintf(sink, sizeof sink, " +sink%d", o->sink);
+    snprintf(kv->label, sizeof kv->label, "sim %s%s%s", name, sink, o->center ? " +center" : "");
   }
   if (o->kind == SMOL_KV_F32) snprintf(kv->label, sizeof kv->label, "f32");
   if (o->kind == SMOL_KV_MINMAX)
@@ -183,6 +202,8 @@ void smol_kv_free(smol_kv *kv) {
       tq_free(kv->be, kv->seq[p]), tq_free(kv->be, kv->work[p]);
   }
   free(kv->kc), free(kv->vc), free(kv->perm), free(kv->order);
+  if (kv->ref) tq_ref_free(kv->ref);
+  free(kv->ref);
   free(kv->len), free(kv->kf), free(kv->vf), free(kv->kq), free(kv->vq),
       free(kv->mean), free(kv->ks), free(kv->vs), free(kv->exact),
       free(kv->cos_sum), free(kv->cos_n);
@@ -275,6 +296,36 @@ static void store_minmax(smol_kv *kv, float *cache, int layer, int pos, int n,
   for (size_t i = 0; i < (size_t)n * kv->H; i++)
     minmax_roundtrip(dst + i * (size_t)kv->d, kv->d, kv->o.minmax_bits);
   if (kv->mean) shift(kv, layer, kind, dst, n, +1);
+}
+
+/* The simulated cache: every vector through the reference encoder and
+ * decoder, except positions below the sink count. */
+static void store_sim(smol_kv *kv, float *cache, int layer, int pos, int n,
+                      const float *x, int value) {
+  size_t row = (size_t)kv->H * kv->d;
+  float *dst = cache + ((size_t)layer * kv->o.capacity + (size_t)pos) * row;
+  memcpy(dst, x, (size_t)n * row * sizeof(float));
+  size_t slot_bytes = value ? tq_value_slot_bytes(&kv->o.variant)
+                            : tq_key_slot_bytes(&kv->o.variant);
+  uint8_t slot[4096];
+  double in[TQ_MAX_HEAD_DIM], outv[TQ_MAX_HEAD_DIM];
+  if (slot_bytes > sizeof slot) return; /* head_dim is checked at creation */
+  for (int t = 0; t < n; t++) {
+    if (pos + t < kv->o.sink) continue;
+    for (int h = 0; h < kv->H; h++) {
+      float *y = dst + ((size_t)t * kv->H + h) * kv->d;
+      for (int i = 0; i < kv->d; i++) in[i] = y[i];
+      if (value) {
+        tq_ref_encode_value(kv->ref, in, NULL, slot);
+        tq_ref_decode_value(kv->ref, slot, NULL, outv);
+      } else {
+        tq_ref_encode_key(kv->ref, in, NULL, slot);
+        tq_ref_decode_key(kv->ref, slot, NULL, outv);
+      }
+      for (int i = 0; i < kv->d; i++) y[i] = (float)outv[i];
+    }
+  }
+  if (kv->mean) shift(kv, layer, value, dst, n, +1);
 }
 
 static float dot(const float *a, const float *b, int d) {
@@ -507,6 +558,10 @@ tq_status smol_kv_attend(void *ctx, int layer, int pos, int n, const float *q,
     store_minmax(kv, kv->kq, layer, pos, n, kc, 0);
     store_minmax(kv, kv->vq, layer, pos, n, vc, 1);
     attention_f32(kv, kv->kq, kv->vq, layer, pos, n, 1, q, out);
+  } else if (kv->o.kind == SMOL_KV_SIM) {
+    store_sim(kv, kv->kq, layer, pos, n, kc, 0);
+    store_sim(kv, kv->vq, layer, pos, n, vc, 1);
+    attention_f32(kv, kv->kq, kv->vq, layer, pos, n, 1, q, out);
   } else {
     attention_f32(kv, kv->kf, kv->vf, layer, pos, n, 1, q, out);
   }
@@ -523,7 +578,7 @@ tq_status smol_kv_attend(void *ctx, int layer, int pos, int n, const float *q,
 
 size_t smol_kv_bytes_per_token(const smol_kv *kv) {
   size_t per_head;
-  if (kv->o.kind == SMOL_KV_TQ)
+  if (kv->o.kind == SMOL_KV_TQ || kv->o.kind == SMOL_KV_SIM)
     per_head =
         tq_key_slot_bytes(&kv->o.variant) + tq_value_slot_bytes(&kv->o.variant);
   else if (kv->o.kind ==

@@ -10,6 +10,11 @@
  *  - SMOL_KV_MINMAX: per-token min-max uniform quantization of each key and
  *    value vector (no rotation), dequantized into an f32 cache: a simulated
  *    baseline at 4 or 8 bits.
+ *  - SMOL_KV_SIM: a TurboQuant variant simulated on the host: each key and
+ *    value goes through the CPU reference encoder and decoder (the format's
+ *    definition, runtime/ref) into an f32 cache, exact attention after.  The
+ *    first `sink` positions of a sequence can stay unquantized, to measure
+ *    what the attention-sink tokens cost before any kernel supports it.
  *
  * Centering (an option of the quantized caches): the per-channel median key
  * and value of each layer and kv head over the first tokens of a sequence
@@ -29,13 +34,16 @@
 typedef enum smol_kv_kind {
   SMOL_KV_F32,
   SMOL_KV_MINMAX,
-  SMOL_KV_TQ
+  SMOL_KV_TQ,
+  SMOL_KV_SIM
 } smol_kv_kind;
 
 typedef struct smol_kv_options {
   smol_kv_kind kind;
   int minmax_bits;    /* SMOL_KV_MINMAX: 1..8 */
-  tq_variant variant; /* SMOL_KV_TQ: head_dim and group must match the model */
+  tq_variant variant; /* SMOL_KV_TQ, SMOL_KV_SIM: head_dim and group must match
+                         the model */
+  int sink;           /* SMOL_KV_SIM: positions 0 .. sink-1 stay unquantized */
   int capacity;       /* tokens per sequence */
   int max_chunk;      /* most tokens per attention call */
   int threads;        /* C backend: query splits run in parallel (1: off) */

@@ -43,7 +43,10 @@ static void usage(FILE *f) {
           "                   the spec by name (d64_g3_k4v4_f32) or short name "
           "(k4v4, k3v3_o16b4);\n"
           "                   a '+center' suffix centers keys and values "
-          "(exact; see README)\n"
+          "(exact; see README);\n"
+          "                   sim:VARIANT[+sinkN] simulates the variant through "
+          "the CPU reference,\n"
+          "                   the first N positions unquantized\n"
           "                   generate: one cache (default f32); ppl: f32 "
           "always runs first\n"
           "  -n N             generate: new tokens (default 48)\n"
@@ -201,7 +204,7 @@ static smol_kv_options base_options(const app *p, int capacity) {
 static smol_kv *make_kv(app *p, const char *name, const smol_kv_options *o) {
   char err[4096];
   smol_kv *kv = NULL;
-  int is_tq = strcmp(name, "f32") && strncmp(name, "minmax", 6) &&
+  int is_tq = strcmp(name, "f32") && strncmp(name, "minmax", 6) && strncmp(name, "sim:", 4) &&
               strncmp(name, "f32+", 4);
   if (is_tq && !need_backend(p)) return NULL;
   if (smol_kv_from_name(p->be, &p->spec, &p->model.cfg, name, o, &kv, err,
