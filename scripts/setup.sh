@@ -9,12 +9,12 @@ build=${1:-build}
 shift || true
 
 packages=(build-essential cmake pkg-config liblua5.4-dev libcjson-dev
-          libxxhash-dev libclang-dev
-          python3 python3-pip bible-kjv gnuplot-nox) # examples/smollm2 data and report
-packages+=(mesa-vulkan-drivers unzip) # wgsl backend: lavapipe, the wgpu wheel
-# vulkan backend: glslang + SPIRV-Tools (in-process SPIR-V), volk + headers,
-# lavapipe (the CPU Vulkan driver the tests run on)
+          libxxhash-dev libclang-dev)
+# vulkan backend: glslang + SPIRV-Tools (in-process SPIR-V), volk + headers;
+# lavapipe, the CPU Vulkan driver the Vulkan and WGSL tests run on
 packages+=(glslang-dev spirv-tools libvulkan-dev libvulkan-volk-dev mesa-vulkan-drivers)
+packages+=(unzip) # wgsl backend: unpacks the pinned wgpu wheel
+packages+=(python3 python3-pip bible-kjv gnuplot-nox) # examples/smollm2: data, report
 command -v node > /dev/null || packages+=(nodejs) # checks the generated JS module
 missing=()
 for p in "${packages[@]}"; do
