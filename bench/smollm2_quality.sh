@@ -33,7 +33,7 @@ awk -F'|' '/^\| / && $2 !~ /cache|f32 *$|center/ {
   inc = $6; gsub(/[ +%]/, "", inc)
   print (name ~ /^minmax/ ? 1 : 0), $3 + 0, inc + 0, name }' "$md" > "$dat"
 gnuplot <<GP
-set terminal pngcairo size 900,560 font ",10"
+set terminal pngcairo size 900,560 font ",10" noenhanced
 set output "bench/smollm2_quality.png"
 set title "SmolLM2-135M, KV cache quantization: perplexity increase over the f32 cache ($tokens tokens of Genesis, KJV)"
 set xlabel "bits per coordinate (K and V, everything stored)"
