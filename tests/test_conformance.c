@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "check.h"
+#include "variants.h"
 #include "core.h"
 #include "spec.h"
 #include "tq.h"
@@ -58,17 +59,9 @@ int main(int argc, char **argv) {
   }
   /* Long contexts and multi-token decode on two representative variants. */
   tq_variant v;
-  tqg_variant_default(&v);
-  v.group = 4;
   tq_verify_options o = {.batch = 1, .kv_heads = 2, .context = 3000, .n_tokens = 8};
   for (int k = 0; k < 2; k++) {
-    if (k) {
-      v.key_bits = 3;
-      v.value_bits = 3;
-      v.outlier_count = 32;
-      v.outlier_bits = 4;
-      v.layout = TQ_PAGED;
-    }
+    tq_test_long_variant(&v, k);
     for (int op = TQ_OP_DECODE; op <= TQ_OP_PREFILL; op++) {
       tq_verify_result r;
       o.n_tokens = op == TQ_OP_DECODE ? 8 : 300;

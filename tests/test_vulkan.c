@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "variants.h"
 #include "core.h"
 #include "emit.h"
 #include "internal.h"
@@ -137,16 +138,8 @@ static void option_variants(tq_backend *be) {
 /* Long contexts, multi-token decode and long prefill: many splits. */
 static void long_contexts(tq_backend *be) {
   tq_variant v;
-  tqg_variant_default(&v);
-  v.group = 4;
   for (int k = 0; k < 2; k++) {
-    if (k) {
-      v.key_bits = 3;
-      v.value_bits = 3;
-      v.outlier_count = 32;
-      v.outlier_bits = 4;
-      v.layout = TQ_PAGED;
-    }
+    tq_test_long_variant(&v, k);
     tq_verify_options o = {.batch = 1, .kv_heads = 2};
     for (int op = TQ_OP_DECODE; op <= TQ_OP_PREFILL; op++) {
       if (quick && k) break;

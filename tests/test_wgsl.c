@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "variants.h"
 #include "core.h"
 #include "emit.h"
 #include "spec.h"
@@ -165,16 +166,10 @@ static void verify_all(tq_backend *be, const char *flavour,
  * decode on two representative variants. */
 static void verify_long(tq_backend *be, const char *flavour) {
   tq_variant v;
-  tqg_variant_default(&v);
-  v.group = 4;
   tq_verify_options o = {.batch = 1, .kv_heads = 2, .context = 3000};
   for (int k = 0; k < 2; k++) {
+    tq_test_long_variant(&v, k);
     if (k) {
-      v.key_bits = 3;
-      v.value_bits = 3;
-      v.outlier_count = 32;
-      v.outlier_bits = 4;
-      v.layout = TQ_PAGED;
       v.block_size = 16;
       v.dtype = TQ_BF16;
     }

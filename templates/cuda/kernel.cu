@@ -43,6 +43,7 @@ typedef unsigned short tq_u16;
 typedef unsigned int tq_u32;
 
 #define TQ_INF __int_as_float(0x7f800000)
+#define TQ_FULL 0xffffffffu /* every lane of a warp */
 
 /* ---- activations ------------------------------------------------------ */
 __device__ __forceinline__ float tq_h2f(tq_u16 h) {
@@ -154,9 +155,19 @@ __device__ void tq_rotate(const float *signs, const float *matrix, int n,
 #define TQ_OUT_ROTATE(inv, in, out) \
   tq_rotate(TQ_OUT_SIGNS, TQ_OUT_MATRIX, TQ_O, inv, in, out)
 
+/* Sum and maximum over a warp (every lane gets it). */
+__device__ __forceinline__ float tq_warp_sum(float x) {
+  for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(TQ_FULL, x, o);
+  return x;
+}
+__device__ __forceinline__ float tq_warp_max(float x) {
+  for (int o = 16; o; o >>= 1) x = fmaxf(x, __shfl_xor_sync(TQ_FULL, x, o));
+  return x;
+}
+
 /* Sum over the block (every thread gets it). */
 __device__ float tq_block_sum(float v, float *scratch) {
-  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  v = tq_warp_sum(v);
   __syncthreads();
   if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
   __syncthreads();
@@ -252,11 +263,6 @@ __device__ void tq_encode_outliers(tq_encode_smem &s, const tq_u16 *perm,
 #define TQ_EFAST (TQ_O == 0 && !TQ_QJL && !TQ_VMINMAX && TQ_D >= 32 && TQ_D <= 256 && \
                   (TQ_D & (TQ_D - 1)) == 0 && TQ_EPACK(TQ_KB) && TQ_EPACK(TQ_VB))
 #if TQ_EFAST
-__device__ __forceinline__ float tq_warp_sum(float x) {
-  for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-
 /* Encodes channels at src + at (in perm order) into one slot part. */
 __device__ __forceinline__ void tq_encode_warp(const tq_act *src, size_t at, const tq_u16 *perm,
                                                int bits, const float *cb, const float *bnd,
@@ -276,7 +282,7 @@ __device__ __forceinline__ void tq_encode_warp(const tq_act *src, size_t at, con
       }
   for (int m = 1; m < 32; m <<= 1)
     for (int e = 0; e < TQ_EE; e++) {
-      const float w = __shfl_xor_sync(0xffffffffu, x[e], m);
+      const float w = __shfl_xor_sync(TQ_FULL, x[e], m);
       x[e] = lane & m ? w - x[e] : x[e] + w;
     }
   const float s = rsqrtf((float)TQ_D);
@@ -307,7 +313,7 @@ __device__ __forceinline__ void tq_encode_warp(const tq_act *src, size_t at, con
     tq_u32 f = 0;
     for (int e = 0; e < TQ_EE; e++) f |= idx[e] << (e * bits);
     f <<= (lane % lpw) * fb;
-    for (int o = 1; o < lpw; o <<= 1) f |= __shfl_xor_sync(0xffffffffu, f, o);
+    for (int o = 1; o < lpw; o <<= 1) f |= __shfl_xor_sync(TQ_FULL, f, o);
     if (lane % lpw == 0) dst[lane / lpw] = f;
   } else {
     for (int w = 0; w < fb / 32; w++) {
@@ -594,7 +600,7 @@ __device__ void tq_attend(const tq_kargs &a) {
     for (int u = 0; u < TQ_UNROLL; u++)
       for (int o = TQ_LPK / 2; o; o >>= 1)
         for (int r = 0; r < TQ_RQ; r++)
-          partu[u][r] += __shfl_xor_sync(0xffffffffu, partu[u][r], o);
+          partu[u][r] += __shfl_xor_sync(TQ_FULL, partu[u][r], o);
 #pragma unroll
     for (int u = 0; u < TQ_UNROLL; u++) {
     const int t = t00 + u * ngroups + lane / TQ_LPK;
@@ -739,7 +745,6 @@ __device__ void tq_attend(const tq_kargs &a) {
 #define TQ_CHUNK 32                /* cache tokens a warp takes at a time */
 #define TQ_VTPS (32 / TQ_VW)       /* value tokens a warp accumulates per step */
 #define TQ_VCH (32 / TQ_VB)        /* value channels of one lane */
-#define TQ_FULL 0xffffffffu
 
 struct tq_fast_smem {
   /* per warp, two chunks: the one computed and the one in flight.  Slot
@@ -794,11 +799,6 @@ __device__ __forceinline__ void tq_stage(const tq_kargs &a, void *base, int word
     for (int i = lane; i < m; i += 32) tq_cp4(dst + p * words + i, src + i);
   }
 #endif
-}
-
-__device__ __forceinline__ float tq_warp_max(float x) {
-  for (int o = 16; o; o >>= 1) x = fmaxf(x, __shfl_xor_sync(TQ_FULL, x, o));
-  return x;
 }
 
 __device__ void tq_attend_fast(const tq_kargs &a) {
@@ -915,7 +915,7 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 
   /* Merge: the token groups of a warp, then the warps. */
   for (int r = 0; r < TQ_RQ; r++) {
-    for (int o = 16; o; o >>= 1) l[r] += __shfl_xor_sync(TQ_FULL, l[r], o);
+    l[r] = tq_warp_sum(l[r]);
     for (int o = TQ_VW; o < 32; o <<= 1)
       for (int k = 0; k < TQ_VCH; k++) acc[k][r] += __shfl_xor_sync(TQ_FULL, acc[k][r], o);
   }
@@ -956,16 +956,15 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 #endif
 
 /* ---- attention on tensor cores ------------------------------------------
- * For the fast-path variants in f16 or bf16, decode and prefill: flash
- * attention with mma.sync m16n8k16 over K and V tiles expanded from their
- * codebooks into shared memory, in the rotated basis (scores and the
- * output never leave it until the reduce kernel rotates back).  Grid
- * (splits x row tiles of 64, kv_heads, batch), four warps of 16 query rows
- * each.  Prefill runs it with one split.  (Decode through it, splitting the
- * context, measured 3.4x slower than the fast path at B = 8, 16K: with 4 rows
- * a tile the expansion is not amortized; see bench/RESULTS.md.)  The key scale
- * multiplies the f32 scores, the value scale the probabilities, so the tiles
- * hold plain centroids. */
+ * Prefill of the fast-path variants in f16 or bf16: flash attention with
+ * mma.sync m16n8k16 over K and V tiles expanded from their codebooks into
+ * shared memory, in the rotated basis (scores and the output never leave it
+ * until the reduce kernel rotates back).  Grid (row tiles of 64, kv_heads,
+ * batch), four warps of 16 query rows each, one context split.  (Decode
+ * through it, splitting the context, measured 3.4x slower than the fast
+ * path at B = 8, 16K: with 4 rows a tile the expansion is not amortized; see
+ * bench/RESULTS.md.)  The key scale multiplies the f32 scores, the value
+ * scale the probabilities, so the tiles hold plain centroids. */
 #define TQ_MMA (TQ_FAST && TQ_DTYPE != TQ_DTYPE_F32)
 #if TQ_MMA
 #define TQ_MROWS 64 /* query rows of a block */
@@ -1076,20 +1075,24 @@ struct tq_mma_tile {
   float ksc, vsc; /* of token threadIdx.x, for threads below TQ_MTOK */
 };
 
+/* Index word i of a tile's tokens t0 .. t0+n-1 in one cache (words per
+ * token), 0 past them. */
+__device__ __forceinline__ tq_u32 tq_tile_index_word(const tq_kargs &a, void *base, int bytes,
+                                                     int idx_off, int words, int b, int h,
+                                                     int t0, int n, int i) {
+  const int tok = i / words;
+  if (tok >= n || i >= TQ_MTOK * words) return 0u;
+  return ((const tq_u32 *)(tq_slot(a, base, bytes, b, h, t0 + tok) + idx_off))[i % words];
+}
+
 __device__ __forceinline__ void tq_tile_load(const tq_kargs &a, int b, int h, int t0, int n,
                                              tq_mma_tile &r) {
-  for (int e = 0; e < TQ_MKL; e++) {
-    const int i = threadIdx.x + e * TQ_THREADS, tok = i / TQ_MKW;
-    r.k[e] = tok < n && i < TQ_MTOK * TQ_MKW
-                 ? ((const tq_u32 *)(tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, t0 + tok) + TQ_K_IDX))[i % TQ_MKW]
-                 : 0u;
-  }
-  for (int e = 0; e < TQ_MVL; e++) {
-    const int i = threadIdx.x + e * TQ_THREADS, tok = i / TQ_MVW;
-    r.v[e] = tok < n && i < TQ_MTOK * TQ_MVW
-                 ? ((const tq_u32 *)(tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, t0 + tok) + TQ_V_IDX))[i % TQ_MVW]
-                 : 0u;
-  }
+  for (int e = 0; e < TQ_MKL; e++)
+    r.k[e] = tq_tile_index_word(a, a.k_cache, TQ_K_BYTES, TQ_K_IDX, TQ_MKW, b, h, t0, n,
+                                threadIdx.x + e * TQ_THREADS);
+  for (int e = 0; e < TQ_MVL; e++)
+    r.v[e] = tq_tile_index_word(a, a.v_cache, TQ_V_BYTES, TQ_V_IDX, TQ_MVW, b, h, t0, n,
+                                threadIdx.x + e * TQ_THREADS);
   const int tok = threadIdx.x;
   r.ksc = tok < n ? tq_f32_at(tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, t0 + tok) + TQ_K_SCALE) : 0.f;
   r.vsc = tok < n ? tq_f32_at(tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, t0 + tok) + TQ_V_SCALE) : 0.f;
@@ -1120,10 +1123,9 @@ __device__ __forceinline__ void tq_tile_store(tq_mma_smem &s, const tq_mma_tile 
   }
 }
 
-__device__ void tq_attend_mma(const tq_kargs &a) {
+__device__ void tq_prefill_mma(const tq_kargs &a) {
   __shared__ __align__(16) tq_mma_smem s;
-  const int splits = a.splits, split = blockIdx.x % splits;
-  const int b = blockIdx.z, h = blockIdx.y, r0 = (int)(blockIdx.x / splits) * TQ_MROWS;
+  const int b = blockIdx.z, h = blockIdx.y, r0 = blockIdx.x * TQ_MROWS;
   const int rows = a.n_tokens * TQ_G, len = a.seq_lens[b];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
   const tq_u16 *perm = tq_perm(a, h);
@@ -1160,23 +1162,19 @@ __device__ void tq_attend_mma(const tq_kargs &a) {
   }
   const int last = min(r0 + TQ_MROWS, rows) - 1;
   const int kend = len - a.n_tokens + last / TQ_G + 1;
-  /* This block's slice of the context, whole tiles; warps without rows
-   * (decode: a 64-row tile of 4..32 rows) only load and expand. */
-  int slice = (kend + splits - 1) / splits;
-  slice = (slice + TQ_MTOK - 1) / TQ_MTOK * TQ_MTOK;
-  const int t_begin = min(kend, split * slice), t_end = min(kend, t_begin + slice);
+  /* Warps past the last row (of the last tile) only load and expand. */
   const bool active = r0 + warp * 16 < rows;
 
   float o[TQ_D / 8][4], m[2] = {-TQ_INF, -TQ_INF}, l[2] = {0.f, 0.f};
   for (int nt = 0; nt < TQ_D / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
   tq_mma_tile next;
-  tq_tile_load(a, b, h, t_begin, min(TQ_MTOK, t_end - t_begin), next);
-  for (int t0 = t_begin; t0 < t_end; t0 += TQ_MTOK) {
+  tq_tile_load(a, b, h, 0, min(TQ_MTOK, kend), next);
+  for (int t0 = 0; t0 < kend; t0 += TQ_MTOK) {
     __syncthreads(); /* q (first tile) or the previous tile is no longer read */
     tq_tile_store(s, next);
     __syncthreads();
-    if (t0 + TQ_MTOK < t_end)
-      tq_tile_load(a, b, h, t0 + TQ_MTOK, min(TQ_MTOK, t_end - t0 - TQ_MTOK), next);
+    if (t0 + TQ_MTOK < kend)
+      tq_tile_load(a, b, h, t0 + TQ_MTOK, min(TQ_MTOK, kend - t0 - TQ_MTOK), next);
     if (!active) continue;
 
     /* S = Q K^T; consecutive mma go to different accumulators. */
@@ -1243,7 +1241,7 @@ __device__ void tq_attend_mma(const tq_kargs &a) {
   for (int e = 0; e < 2; e++) {
     const int row = r0 + warp * 16 + g + 8 * e;
     if (row >= rows) continue;
-    float *part = ws + ((((size_t)b * a.kv_heads + h) * rows + row) * splits + split) * TQ_PART;
+    float *part = ws + (((size_t)b * a.kv_heads + h) * rows + row) * TQ_PART; /* one split */
     if (c == 0) {
       part[0] = m[e];
       part[1] = l[e];
@@ -1266,7 +1264,7 @@ extern "C" __global__ void __launch_bounds__(TQ_THREADS)
 extern "C" __global__ void __launch_bounds__(TQ_THREADS)
 {{SYM}}_prefill(const tq_kargs a) {
 #if TQ_MMA
-  tq_attend_mma(a);
+  tq_prefill_mma(a);
 #else
   TQ_ATTEND(a);
 #endif
