@@ -38,11 +38,21 @@ tq_status smol_kv_from_name(tq_backend *be, const tqg_spec *spec,
                             char *err, size_t errn) {
   smol_kv_options o = *base;
   char plain[160];
-  size_t len = strlen(name), sl = strlen("+center");
   snprintf(plain, sizeof plain, "%s", name);
-  if (len > sl && !strcmp(name + len - sl, "+center")) {
-    o.center = 1;
-    plain[len - sl] = 0;
+  /* Trailing options, in any order: "+center", "+smooth". */
+  for (int more = 1; more;) {
+    size_t len = strlen(plain);
+    more = 0;
+    static const char *const suffix[] = {"+center", "+smooth"};
+    for (int i = 0; i < 2; i++) {
+      size_t sl = strlen(suffix[i]);
+      if (len > sl && !strcmp(plain + len - sl, suffix[i])) {
+        *(i ? &o.smooth : &o.center) = 1;
+        plain[len - sl] = 0;
+        more = 1;
+        break;
+      }
+    }
   }
   /* "sim:<variant>[+sinkN]": the variant simulated through the reference,
    * the first N positions unquantized. */

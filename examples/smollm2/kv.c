@@ -22,6 +22,8 @@ struct smol_kv {
   tq_ref *ref;    /* sim: the reference encoder and decoder */
   float *mean;    /* [L][2][H][d]: key and value means (centering) */
   float *ks, *vs; /* [max_chunk][H][d]: centered keys and values */
+  float *scale;   /* [L][H][d]: key channel scales (smoothing) */
+  float *qs;      /* [max_chunk][H*G][d]: queries times the key scales */
   float *exact;   /* [max_chunk][H*G][d]: exact attention for statistics */
   double *cos_sum;
   long *cos_n;
@@ -75,8 +77,9 @@ static tq_status tq_setup(smol_kv *kv, char *err, size_t errn) {
     snprintf(err, errn, "%s", tq_error(kv->be));
     return st;
   }
-  snprintf(kv->label, sizeof kv->label, "%s%s (%s, %s)", name,
-           kv->o.center ? " centered" : "", tq_backend_label(kv->be),
+  snprintf(kv->label, sizeof kv->label, "%s%s%s (%s, %s)", name,
+           kv->o.center ? " centered" : "", kv->o.smooth ? " smoothed" : "",
+           tq_backend_label(kv->be),
            tq_kernel_origin(kv->encode));
   kv->host_split = !strcmp(tq_backend_label(kv->be), "c") && kv->o.threads > 1;
   kv->kc = calloc((size_t)kv->L, sizeof *kv->kc);
@@ -142,11 +145,19 @@ tq_status smol_kv_create(tq_backend *be, const smol_config *cfg,
         malloc((size_t)o->max_chunk * kv->H * kv->G * kv->d * sizeof(float));
     if (!kv->kf || !kv->vf || !kv->exact) st = TQ_ERR_NOMEM;
   }
-  if (!st && o->center && o->kind != SMOL_KV_F32) {
-    kv->mean = calloc((size_t)kv->L * 2 * kv->H * kv->d, sizeof(float));
+  if (!st && (o->center || o->smooth) && o->kind != SMOL_KV_F32) {
     kv->ks = malloc((size_t)o->max_chunk * kv->H * kv->d * sizeof(float));
     kv->vs = malloc((size_t)o->max_chunk * kv->H * kv->d * sizeof(float));
-    if (!kv->mean || !kv->ks || !kv->vs) st = TQ_ERR_NOMEM;
+    if (!kv->ks || !kv->vs) st = TQ_ERR_NOMEM;
+  }
+  if (!st && o->center && o->kind != SMOL_KV_F32) {
+    kv->mean = calloc((size_t)kv->L * 2 * kv->H * kv->d, sizeof(float));
+    if (!kv->mean) st = TQ_ERR_NOMEM;
+  }
+  if (!st && o->smooth && o->kind != SMOL_KV_F32) {
+    kv->scale = malloc((size_t)kv->L * kv->H * kv->d * sizeof(float));
+    kv->qs = malloc((size_t)o->max_chunk * kv->H * kv->G * kv->d * sizeof(float));
+    if (!kv->scale || !kv->qs) st = TQ_ERR_NOMEM;
   }
   if (!st && (o->kind == SMOL_KV_MINMAX || o->kind == SMOL_KV_SIM)) {
     kv->kq = malloc(cache_floats(kv) * sizeof(float));
@@ -168,12 +179,13 @@ tq_status smol_kv_create(tq_backend *be, const smol_config *cfg,
     }
     char sink[32] = "";
     if (o->sink > 0) snprintf(sink, sizeof sink, " +sink%d", o->sink);
-    snprintf(kv->label, sizeof kv->label, "sim %s%s%s", name, sink, o->center ? " +center" : "");
+    snprintf(kv->label, sizeof kv->label, "sim %s%s%s%s", name, sink,
+             o->center ? " +center" : "", o->smooth ? " +smooth" : "");
   }
   if (o->kind == SMOL_KV_F32) snprintf(kv->label, sizeof kv->label, "f32");
   if (o->kind == SMOL_KV_MINMAX)
-    snprintf(kv->label, sizeof kv->label, "minmax%d%s", o->minmax_bits,
-             o->center ? " centered" : "");
+    snprintf(kv->label, sizeof kv->label, "minmax%d%s%s", o->minmax_bits,
+             o->center ? " centered" : "", o->smooth ? " smoothed" : "");
   if (st == TQ_ERR_NOMEM)
     snprintf(err, errn, "out of memory for a KV cache of %d tokens",
              o->capacity);
@@ -205,7 +217,8 @@ void smol_kv_free(smol_kv *kv) {
   if (kv->ref) tq_ref_free(kv->ref);
   free(kv->ref);
   free(kv->len), free(kv->kf), free(kv->vf), free(kv->kq), free(kv->vq),
-      free(kv->mean), free(kv->ks), free(kv->vs), free(kv->exact),
+      free(kv->mean), free(kv->ks), free(kv->vs), free(kv->scale),
+      free(kv->qs), free(kv->exact),
       free(kv->cos_sum), free(kv->cos_n);
   free(kv);
 }
@@ -288,6 +301,67 @@ static void centered(smol_kv *kv, int layer, int pos, int n, const float **k,
   *v = kv->vs;
 }
 
+/* Key channel scales of each kv head from the first tokens of a sequence:
+ * s_c = sqrt(rms(k_c) / rms(q_c)) over the tokens and the head's queries.
+ * Scores q.k = (q s).(k / s) are unchanged, but the quantizer's error on
+ * k / s is isotropic after the rotation with a size set by |k / s|, so a
+ * score's error scales with |k / s| |q s|, which this s minimizes over
+ * per-channel scales (Cauchy-Schwarz): channels where keys are large and
+ * queries small stop spending the key's error budget. */
+static void set_scales(smol_kv *kv, int layer, int n, const float *k,
+                       const float *q) {
+  int H = kv->H, G = kv->G, d = kv->d;
+  float *s = kv->scale + (size_t)layer * H * d;
+  for (int h = 0; h < H; h++) {
+    double ek[TQ_MAX_HEAD_DIM] = {0}, eq[TQ_MAX_HEAD_DIM] = {0};
+    double top_k = 0, top_q = 0;
+    for (int t = 0; t < n; t++)
+      for (int c = 0; c < d; c++) {
+        double a = k[((size_t)t * H + h) * d + c];
+        ek[c] += a * a;
+        for (int g = 0; g < G; g++) {
+          double b = q[(((size_t)t * H + h) * G + g) * d + c];
+          eq[c] += b * b;
+        }
+      }
+    for (int c = 0; c < d; c++)
+      top_k = ek[c] > top_k ? ek[c] : top_k, top_q = eq[c] > top_q ? eq[c] : top_q;
+    for (int c = 0; c < d; c++) /* floors keep a silent channel finite */
+      s[h * d + c] = (float)pow((ek[c] / n + 1e-4 * top_k / n) /
+                                    (eq[c] / ((double)n * G) + 1e-4 * top_q / ((double)n * G)),
+                                0.25);
+  }
+}
+
+/* Smoothing: keys divided and queries multiplied by the layer's scales. */
+static void smoothed(smol_kv *kv, int layer, int pos, int n, const float **k,
+                     const float **q) {
+  if (!kv->scale) return;
+  int H = kv->H, G = kv->G, d = kv->d;
+  if (pos == 0) set_scales(kv, layer, n, *k, *q);
+  const float *s = kv->scale + (size_t)layer * H * d;
+  for (size_t t = 0; t < (size_t)n; t++)
+    for (int i = 0; i < H * d; i++) {
+      size_t at = t * H * d + (size_t)i;
+      kv->ks[at] = (*k)[at] / s[i];
+      for (int g = 0; g < G; g++) {
+        size_t qa = (t * H + (size_t)(i / d)) * G * d + (size_t)g * d + (size_t)(i % d);
+        kv->qs[qa] = (*q)[qa] * s[i];
+      }
+    }
+  *k = kv->ks;
+  *q = kv->qs;
+}
+
+/* Keys of a dequantized cache back from the smoothed basis. */
+static void unsmooth(const smol_kv *kv, int layer, float *x, int n) {
+  if (!kv->scale) return;
+  const float *s = kv->scale + (size_t)layer * kv->H * kv->d;
+  size_t row = (size_t)kv->H * kv->d;
+  for (size_t t = 0; t < (size_t)n; t++)
+    for (size_t i = 0; i < row; i++) x[t * row + i] *= s[i];
+}
+
 static void store_minmax(smol_kv *kv, float *cache, int layer, int pos, int n,
                          const float *x, int kind) {
   size_t row = (size_t)kv->H * kv->d;
@@ -295,6 +369,7 @@ static void store_minmax(smol_kv *kv, float *cache, int layer, int pos, int n,
   memcpy(dst, x, (size_t)n * row * sizeof(float));
   for (size_t i = 0; i < (size_t)n * kv->H; i++)
     minmax_roundtrip(dst + i * (size_t)kv->d, kv->d, kv->o.minmax_bits);
+  if (kind == 0) unsmooth(kv, layer, dst, n);
   if (kv->mean) shift(kv, layer, kind, dst, n, +1);
 }
 
@@ -325,6 +400,7 @@ static void store_sim(smol_kv *kv, float *cache, int layer, int pos, int n,
       for (int i = 0; i < kv->d; i++) y[i] = (float)outv[i];
     }
   }
+  if (!value) unsmooth(kv, layer, dst, n);
   if (kv->mean) shift(kv, layer, value, dst, n, +1);
 }
 
@@ -550,10 +626,11 @@ tq_status smol_kv_attend(void *ctx, int layer, int pos, int n, const float *q,
   if (kv->kf)
     store(kv, kv->kf, layer, pos, n, k), store(kv, kv->vf, layer, pos, n, v);
   tq_status st = TQ_OK;
-  const float *kc = k, *vc = v;
+  const float *kc = k, *vc = v, *qc = q;
   centered(kv, layer, pos, n, &kc, &vc);
+  smoothed(kv, layer, pos, n, &kc, &qc);
   if (kv->o.kind == SMOL_KV_TQ) {
-    st = tq_attend(kv, layer, pos, n, q, kc, vc, out);
+    st = tq_attend(kv, layer, pos, n, qc, kc, vc, out);
   } else if (kv->o.kind == SMOL_KV_MINMAX) {
     store_minmax(kv, kv->kq, layer, pos, n, kc, 0);
     store_minmax(kv, kv->vq, layer, pos, n, vc, 1);

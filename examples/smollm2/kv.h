@@ -24,7 +24,13 @@
  * the weights sum to one; so mv is added back to the output.  It is there to
  * measure whether a common component of the keys costs quantizer budget; on
  * SmolLM2 it does not pay (bench/RESULTS.md): the attention-sink token, far
- * from the center, then carries a larger error. */
+ * from the center, then carries a larger error.
+ *
+ * Smoothing (an option of the quantized caches): keys are divided and
+ * queries multiplied by per-channel scales of each layer and kv head,
+ * calibrated from the first tokens of a sequence (kv.c, set_scales), so
+ * scores are unchanged in exact arithmetic while the quantizer's error,
+ * proportional to |k / s|, is spent where the queries look. */
 #ifndef SMOL_KV_H
 #define SMOL_KV_H
 
@@ -48,6 +54,7 @@ typedef struct smol_kv_options {
   int max_chunk;      /* most tokens per attention call */
   int threads;        /* C backend: query splits run in parallel (1: off) */
   int center;         /* quantized caches: subtract calibrated means */
+  int smooth;         /* quantized caches: calibrated key channel scales */
   int stats_stride;   /* > 0: every stats_stride-th position is compared with
                          exact attention on the unquantized keys and values */
 } smol_kv_options;
