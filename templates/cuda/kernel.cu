@@ -746,13 +746,77 @@ __device__ void tq_attend(const tq_kargs &a) {
 #define TQ_VTPS (32 / TQ_VW)       /* value tokens a warp accumulates per step */
 #define TQ_VCH (32 / TQ_VB)        /* value channels of one lane */
 
+/* f16 and bf16 activations take the chunk's two products through tensor
+ * cores (mma.sync m16n8k16, f16 in, f32 accumulate), with the centroids
+ * expanded from the index bytes straight into fragments in registers:
+ *  - scores S = Q K^T: A holds the block's query rows (rows 4..15 zero),
+ *    loaded once; B (16 channels x 8 tokens) is built per lane from one
+ *    byte of two index words (4-bit) or one byte (2-bit) of its token;
+ *  - values O^T = V^T P^T: P^T as B is the scores' accumulator fragment
+ *    itself (the lane holding S[row][token] holds B[token][row]), so the
+ *    weights never leave registers; A (16 channels x 16 tokens) comes
+ *    from one byte of each of four tokens.
+ * Which index feeds which mma channel is free (the same channel order for
+ * q and keys leaves q.k unchanged; the output channel is recorded), so it
+ * is chosen to make every lane's fragment whole bytes.  The lookup is a
+ * 16-entry table of f16 pairs (c, c): a conflict-free shared load per
+ * index, two of them merged by one byte permute.  Everything stays in f16's
+ * range whatever the inputs: q rows are divided by their largest entry
+ * (the score is multiplied back in f32), and weights times value scales by
+ * the chunk's largest value scale, which becomes the accumulators' running
+ * unit.  Both dtypes use f16 products (11-bit significands). */
+#define TQ_DMMA (TQ_DTYPE != TQ_DTYPE_F32)
+#if TQ_DMMA
+#define TQ_TKB (TQ_D / 16) /* mma k steps over a key's channels */
+#define TQ_TMT (TQ_D / 16) /* mma m tiles over a value's channels */
+#define TQ_TVB (8 / TQ_VB) /* value indices per byte */
+#define TQ_TMB (TQ_TVB / 2) /* value m tiles one byte serves */
+
+/* mma.sync m16n8k16, f16 products, f32 accumulators (c += a b). */
+__device__ __forceinline__ void tq_mma_h(float *c, tq_u32 a0, tq_u32 a1, tq_u32 a2, tq_u32 a3,
+                                         tq_u32 b0, tq_u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ tq_u32 tq_h2(float lo, float hi) {
+  tq_u32 r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+/* (low half of a, low half of b): two table entries into one pair. */
+__device__ __forceinline__ tq_u32 tq_lo2(tq_u32 a, tq_u32 b) { return __byte_perm(a, b, 0x5410); }
+
+/* The rotated channel of q and key that mma k slot e (0..3: channels 2c,
+ * 2c+1, 2c+8, 2c+9 of the step) of lane quad position c takes in step kb:
+ * 4-bit, byte c of the step's two index words; 2-bit, byte c of its one. */
+__device__ __forceinline__ int tq_key_chan(int kb, int c, int e) {
+#if TQ_KB == 4
+  return kb * 16 + (e >> 1) * 8 + 2 * c + (e & 1);
+#else
+  return kb * 16 + 4 * c + e;
+#endif
+}
+/* The rotated channel of value m tile mt, row g + 8 hi: index 2 s + hi of
+ * byte 8 u + g, where mt = u * TQ_TMB + s. */
+__device__ __forceinline__ int tq_value_chan(int mt, int g, int hi) {
+  return TQ_TVB * (8 * (mt / TQ_TMB) + g) + 2 * (mt % TQ_TMB) + hi;
+}
+#endif
+
 struct tq_fast_smem {
   /* per warp, two chunks: the one computed and the one in flight.  Slot
    * words are odd in number, so lane t reading token t's word w is free of
    * bank conflicts. */
   tq_u32 k[TQ_WARPS][2][TQ_CHUNK * TQ_KSW];
   tq_u32 v[TQ_WARPS][2][TQ_CHUNK * TQ_VSW];
+#if TQ_DMMA
+  tq_u32 kh[1 << TQ_KB], vh[1 << TQ_VB]; /* centroids as f16 pairs (c, c) */
+  float qs[TQ_RQ];                       /* largest |q| of each row */
+#else
   float4 q[TQ_D]; /* q[j]: channel j of the block's four rows */
+#endif
   float rot[TQ_RQ][TQ_D];
   float tmp[TQ_D];
   float kcb[1 << TQ_KB];
@@ -814,6 +878,10 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 
   if (tid < (1 << TQ_KB)) s.kcb[tid] = tq_k_cb[tid];
   if (tid < (1 << TQ_VB)) s.vcb[tid] = tq_v_cb[tid];
+#if TQ_DMMA
+  if (tid < (1 << TQ_KB)) s.kh[tid] = tq_h2(tq_k_cb[tid], tq_k_cb[tid]);
+  if (tid < (1 << TQ_VB)) s.vh[tid] = tq_h2(tq_v_cb[tid], tq_v_cb[tid]);
+#endif
   for (int r = 0; r < TQ_RQ; r++) {
     int row = r0 + r, tok = row / TQ_G, g = row % TQ_G;
     ctx[r] = row < rows ? len - a.n_tokens + tok + 1 : 0;
@@ -828,9 +896,30 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
     TQ_MAIN_ROTATE(0, s.tmp, s.rot[r]);
   }
   __syncthreads();
+#if TQ_DMMA
+  if (warp < TQ_RQ) { /* warp r: the largest |q| of row r (1 for a zero row) */
+    float mx = 0.f;
+    for (int j = lane; j < TQ_D; j += 32) mx = fmaxf(mx, fabsf(s.rot[warp][j]));
+    mx = tq_warp_max(mx);
+    if (lane == 0) s.qs[warp] = mx > 0.f ? mx : 1.f;
+  }
+  __syncthreads();
+  /* A fragments of Q: row g of every k step (rows past TQ_RQ are zero). */
+  const int g = lane >> 2, c = lane & 3;
+  tq_u32 qa[TQ_TKB][2];
+  for (int kb = 0; kb < TQ_TKB; kb++)
+    for (int e = 0; e < 2; e++) {
+      const float inv = g < TQ_RQ ? 1.f / s.qs[g] : 0.f;
+      const float *qr = s.rot[g < TQ_RQ ? g : 0];
+      qa[kb][e] = tq_h2(inv * qr[tq_key_chan(kb, c, 2 * e)], inv * qr[tq_key_chan(kb, c, 2 * e + 1)]);
+    }
+  const float qs = g < TQ_RQ ? s.qs[g] : 0.f;
+  const int ctx_g = g < TQ_RQ ? ctx[g] : 0;
+#else
   for (int j = tid; j < TQ_D; j += blockDim.x)
     s.q[j] = make_float4(s.rot[0][j], s.rot[1][j], s.rot[2][j], s.rot[3][j]);
   __syncthreads();
+#endif
 
   /* Slices are whole chunks, so chunks start on multiples of 32 (page
    * boundaries of paged caches line up with them). */
@@ -838,6 +927,13 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
   slice = (slice + TQ_CHUNK - 1) / TQ_CHUNK * TQ_CHUNK;
   const int t_begin = min(len, split * slice), t_end = min(len, t_begin + slice);
   const int chunks = (t_end - t_begin + TQ_CHUNK - 1) / TQ_CHUNK;
+#if TQ_DMMA
+  /* Lane state: row g's max and partial sum (rows past TQ_RQ stay dead),
+   * and O^T's accumulators, whose unit is `unit` (the true output is
+   * o * unit). */
+  float m = -TQ_INF, l = 0.f, unit = 0.f, o[TQ_TMT][4];
+  for (int mt = 0; mt < TQ_TMT; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.f;
+#else
   const int sub = lane / TQ_VW, word = lane % TQ_VW;
 
   float m[TQ_RQ], l[TQ_RQ], acc[TQ_VCH][TQ_RQ];
@@ -846,6 +942,7 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
     l[r] = 0.f;
     for (int k = 0; k < TQ_VCH; k++) acc[k][r] = 0.f;
   }
+#endif
   int buf = 0;
   if (warp < chunks) {
     const int t0 = t_begin + warp * TQ_CHUNK, n = min(TQ_CHUNK, t_end - t0);
@@ -853,9 +950,9 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
     tq_stage(a, a.v_cache, TQ_VSW, b, h, t0, n, s.v[warp][0]);
   }
   tq_cp_commit();
-  for (int c = warp; c < chunks; c += TQ_WARPS) {
-    const int t0 = t_begin + c * TQ_CHUNK, n = min(TQ_CHUNK, t_end - t0);
-    if (c + TQ_WARPS < chunks) {
+  for (int chunk = warp; chunk < chunks; chunk += TQ_WARPS) {
+    const int t0 = t_begin + chunk * TQ_CHUNK, n = min(TQ_CHUNK, t_end - t0);
+    if (chunk + TQ_WARPS < chunks) {
       const int t1 = t0 + TQ_WARPS * TQ_CHUNK, n1 = min(TQ_CHUNK, t_end - t1);
       tq_stage(a, a.k_cache, TQ_KSW, b, h, t1, n1, s.k[warp][buf ^ 1]);
       tq_stage(a, a.v_cache, TQ_VSW, b, h, t1, n1, s.v[warp][buf ^ 1]);
@@ -864,6 +961,100 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
     tq_cp_wait_one();
     __syncwarp();
 
+#if TQ_DMMA
+    const tq_u32 *kc = s.k[warp][buf], *vc = s.v[warp][buf];
+    /* S = Q K^T, n tile nt = tokens 8 nt .. 8 nt + 7; lane's key token 8 nt + g. */
+    float sc[4][4];
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++) {
+      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+      const tq_u32 *kt = kc + (8 * nt + g) * TQ_KSW + TQ_K_IDX / 4;
+#pragma unroll
+      for (int kb = 0; kb < TQ_TKB; kb++) {
+        tq_u32 b0, b1;
+#if TQ_KB == 4
+        const tq_u32 x0 = kt[2 * kb] >> (8 * c), x1 = kt[2 * kb + 1] >> (8 * c);
+        b0 = tq_lo2(s.kh[x0 & 15u], s.kh[(x0 >> 4) & 15u]);
+        b1 = tq_lo2(s.kh[x1 & 15u], s.kh[(x1 >> 4) & 15u]);
+#else
+        const tq_u32 x = kt[kb] >> (8 * c);
+        b0 = tq_lo2(s.kh[x & 3u], s.kh[(x >> 2) & 3u]);
+        b1 = tq_lo2(s.kh[(x >> 4) & 3u], s.kh[(x >> 6) & 3u]);
+#endif
+        tq_mma_h(sc[nt], qa[kb][0], 0u, qa[kb][1], 0u, b0, b1);
+      }
+    }
+    /* Online softmax of row g over its 8 tokens here and the quad's. */
+    float mx = -TQ_INF;
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const int t = 8 * nt + 2 * c + e;
+        const float ksc = __int_as_float((int)kc[t * TQ_KSW + TQ_K_SCALE / 4]);
+        const float x = t < n && t0 + t < ctx_g ? sc[nt][e] * ksc * qs : -TQ_INF;
+        sc[nt][e] = x;
+        mx = fmaxf(mx, x);
+      }
+    mx = fmaxf(mx, __shfl_xor_sync(TQ_FULL, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(TQ_FULL, mx, 2));
+    const float nm = fmaxf(m, mx);
+    const float corr = m == -TQ_INF ? 1.f : __expf(m - nm);
+    m = nm;
+    l *= corr;
+    /* The chunk's largest value scale becomes the accumulators' unit. */
+    const float vmax = tq_warp_max(lane < n ? __int_as_float((int)vc[lane * TQ_VSW + TQ_V_SCALE / 4]) : 0.f);
+    const float nunit = vmax > 0.f ? vmax : unit, vinv = vmax > 0.f ? 1.f / vmax : 0.f;
+    const float f = corr * (nunit > 0.f ? unit / nunit : 1.f);
+    unit = nunit;
+    /* P^T as B fragments: k step kk = tokens 16 kk .. 16 kk + 15. */
+    tq_u32 pb[2][2];
+#pragma unroll
+    for (int nt = 0; nt < 4; nt++) {
+      float p[2];
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const int t = 8 * nt + 2 * c + e;
+        /* dead tokens' slots may hold anything: select, never multiply */
+        p[e] = sc[nt][e] == -TQ_INF ? 0.f : __expf(sc[nt][e] - nm);
+        l += p[e];
+        p[e] = p[e] > 0.f ? p[e] * __int_as_float((int)vc[t * TQ_VSW + TQ_V_SCALE / 4]) * vinv : 0.f;
+      }
+      pb[nt >> 1][nt & 1] = tq_h2(p[0], p[1]);
+    }
+    /* Rescale O^T: its columns are rows 2c and 2c + 1 (row r's factor
+     * lives on lane 4 r). */
+    const float f0 = __shfl_sync(TQ_FULL, f, 8 * c), f1 = __shfl_sync(TQ_FULL, f, 8 * c + 4);
+#pragma unroll
+    for (int mt = 0; mt < TQ_TMT; mt++) {
+      o[mt][0] *= f0;
+      o[mt][1] *= f1;
+      o[mt][2] *= f0;
+      o[mt][3] *= f1;
+    }
+    /* O^T += V^T P^T: A rows are value channels, columns the tokens
+     * 2c, 2c+1 (a0, a1) and 2c+8, 2c+9 (a2, a3) of the k step. */
+#pragma unroll
+    for (int kk = 0; kk < 2; kk++) {
+      const unsigned char *v0 = (const unsigned char *)(vc + (16 * kk + 2 * c) * TQ_VSW + TQ_V_IDX / 4);
+      const unsigned char *v1 = v0 + 4 * TQ_VSW, *v8 = v0 + 32 * TQ_VSW, *v9 = v8 + 4 * TQ_VSW;
+#pragma unroll
+      for (int u = 0; u < TQ_TMT / TQ_TMB; u++) {
+        const int by = 8 * u + g;
+        const tq_u32 z0 = v0[by], z1 = v1[by], z8 = v8[by], z9 = v9[by];
+#pragma unroll
+        for (int st = 0; st < TQ_TMB; st++) {
+          const int lo = 2 * st * TQ_VB, hi = lo + TQ_VB;
+          const tq_u32 msk = (1u << TQ_VB) - 1u;
+          tq_mma_h(o[u * TQ_TMB + st],
+                   tq_lo2(s.vh[(z0 >> lo) & msk], s.vh[(z1 >> lo) & msk]),
+                   tq_lo2(s.vh[(z0 >> hi) & msk], s.vh[(z1 >> hi) & msk]),
+                   tq_lo2(s.vh[(z8 >> lo) & msk], s.vh[(z9 >> lo) & msk]),
+                   tq_lo2(s.vh[(z8 >> hi) & msk], s.vh[(z9 >> hi) & msk]), pb[kk][0], pb[kk][1]);
+        }
+      }
+    }
+#else
     /* Scores: lane t scores token t0 + t against the four rows. */
     const tq_u32 *kt = s.k[warp][buf] + lane * TQ_KSW;
     float4 d = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -909,10 +1100,29 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
         for (int r = 0; r < TQ_RQ; r++) acc[k][r] += p[r] * cv;
       }
     }
+#endif
     __syncwarp(); /* the next iteration's copy reuses this buffer */
     buf ^= 1;
   }
 
+#if TQ_DMMA
+  /* Merge: the quad's partial sums, then the warps. */
+  l += __shfl_xor_sync(TQ_FULL, l, 1);
+  l += __shfl_xor_sync(TQ_FULL, l, 2);
+  __syncthreads(); /* every warp is done with its buffers: reuse them */
+  float *accw = (float *)s.k; /* [TQ_WARPS][TQ_RQ][TQ_D] */
+  for (int e = 0; e < 2; e++) {
+    const int r = 2 * c + e;
+    if (r >= TQ_RQ) break;
+    for (int mt = 0; mt < TQ_TMT; mt++)
+      for (int hi = 0; hi < 2; hi++)
+        accw[(warp * TQ_RQ + r) * TQ_D + tq_value_chan(mt, g, hi)] = o[mt][2 * hi + e] * unit;
+  }
+  if (c == 0 && g < TQ_RQ) {
+    s.m[warp][g] = m;
+    s.l[warp][g] = l;
+  }
+#else
   /* Merge: the token groups of a warp, then the warps. */
   for (int r = 0; r < TQ_RQ; r++) {
     l[r] = tq_warp_sum(l[r]);
@@ -930,6 +1140,7 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
       s.m[warp][r] = m[r];
       s.l[warp][r] = l[r];
     }
+#endif
   __syncthreads();
   float *ws = (float *)a.workspace;
   for (int r = 0; r < TQ_RQ; r++) {
