@@ -758,9 +758,12 @@ __device__ void tq_attend(const tq_kargs &a) {
  *    from one byte of each of four tokens.
  * Which index feeds which mma channel is free (the same channel order for
  * q and keys leaves q.k unchanged; the output channel is recorded), so it
- * is chosen to make every lane's fragment whole bytes.  The lookup is a
+ * is chosen to give every lane whole words: a quarter of each key of its
+ * column, an eighth of each value of its row group.  The lookup is a
  * 16-entry table of f16 pairs (c, c): a conflict-free shared load per
- * index, two of them merged by one byte permute.  Everything stays in f16's
+ * index, two of them merged by one byte permute; a word's table offsets
+ * come from two (4-bit) or four (2-bit) shift-and-masks for all its bytes
+ * and one byte permute per index.  Everything stays in f16's
  * range whatever the inputs: q rows are divided by their largest entry
  * (the score is multiplied back in f32), and weights times value scales by
  * the chunk's largest value scale, which becomes the accumulators' running
@@ -771,6 +774,9 @@ __device__ void tq_attend(const tq_kargs &a) {
 #define TQ_TMT (TQ_D / 16) /* mma m tiles over a value's channels */
 #define TQ_TVB (8 / TQ_VB) /* value indices per byte */
 #define TQ_TMB (TQ_TVB / 2) /* value m tiles one byte serves */
+#define TQ_KBL (TQ_D * TQ_KB / 32) /* key index bytes of a lane: a quarter */
+#define TQ_VBL (TQ_D * TQ_VB / 64) /* value index bytes of a row group: an eighth */
+#define TQ_LW(n) (((n) + 3) / 4)   /* words holding n bytes */
 
 /* mma.sync m16n8k16, f16 products, f32 accumulators (c += a b). */
 __device__ __forceinline__ void tq_mma_h(float *c, tq_u32 a0, tq_u32 a1, tq_u32 a2, tq_u32 a3,
@@ -790,18 +796,41 @@ __device__ __forceinline__ tq_u32 tq_lo2(tq_u32 a, tq_u32 b) { return __byte_per
 
 /* The rotated channel of q and key that mma k slot e (0..3: channels 2c,
  * 2c+1, 2c+8, 2c+9 of the step) of lane quad position c takes in step kb:
- * 4-bit, byte c of the step's two index words; 2-bit, byte c of its one. */
+ * lane c reads index bytes TQ_KBL c onwards; 4-bit, bytes 2 kb (slots 0,
+ * 1) and 2 kb + 1 (slots 2, 3) of them; 2-bit, byte kb. */
 __device__ __forceinline__ int tq_key_chan(int kb, int c, int e) {
 #if TQ_KB == 4
-  return kb * 16 + (e >> 1) * 8 + 2 * c + (e & 1);
+  return 2 * (TQ_KBL * c + 2 * kb + (e >> 1)) + (e & 1);
 #else
-  return kb * 16 + 4 * c + e;
+  return 4 * (TQ_KBL * c + kb) + e;
 #endif
 }
-/* The rotated channel of value m tile mt, row g + 8 hi: index 2 s + hi of
- * byte 8 u + g, where mt = u * TQ_TMB + s. */
+/* The rotated channel of value m tile mt, row g + 8 hi: row group g reads
+ * index bytes TQ_VBL g onwards; index 2 s + hi of byte mt / TQ_TMB of
+ * them, s = mt % TQ_TMB. */
 __device__ __forceinline__ int tq_value_chan(int mt, int g, int hi) {
-  return TQ_TVB * (8 * (mt / TQ_TMB) + g) + 2 * (mt % TQ_TMB) + hi;
+  return TQ_TVB * (TQ_VBL * g + mt / TQ_TMB) + 2 * (mt % TQ_TMB) + hi;
+}
+/* A lane's n index bytes from byte `at` (a multiple of n; n is 1, 2 or a
+ * multiple of 4) of a slot's index words, from byte 0 of w[0]. */
+template <int n>
+__device__ __forceinline__ void tq_lane_words(const tq_u32 *idx, int at, tq_u32 *w) {
+  if (n >= 4) {
+#pragma unroll
+    for (int i = 0; i < n / 4; i++) w[i] = idx[at / 4 + i];
+  } else {
+    w[0] = idx[at / 4] >> (8 * (at % 4));
+  }
+}
+/* Table offsets (index * 4) of index j of each byte of x (width bits). */
+__device__ __forceinline__ tq_u32 tq_offsets(tq_u32 x, int j, int bits) {
+  const int sh = bits * j - 2;
+  const tq_u32 mask = (((1u << bits) - 1u) << 2) * 0x01010101u;
+  return (sh < 0 ? x << -sh : x >> sh) & mask;
+}
+/* The table entry whose offset is byte k of offs. */
+__device__ __forceinline__ tq_u32 tq_look(const tq_u32 *tab, tq_u32 offs, int k) {
+  return *(const tq_u32 *)((const char *)tab + __byte_perm(offs, 0u, 0x4440u + k));
 }
 #endif
 
@@ -835,6 +864,25 @@ __device__ __forceinline__ void tq_cp4(tq_u32 *dst, const tq_u32 *src) {
   *dst = *src;
 #endif
 }
+/* 16-byte asynchronous copy (both addresses 16-byte aligned), L2 only. */
+__device__ __forceinline__ void tq_cp16(tq_u32 *dst, const tq_u32 *src) {
+#if __CUDA_ARCH__ >= 800
+  unsigned d;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(d) : "l"(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+#else
+  *(uint4 *)dst = *(const uint4 *)src;
+#endif
+}
+/* One warp copies m words src -> dst (dst 16-byte aligned): in 16-byte
+ * pieces where the source is aligned too and m is whole pieces (a whole
+ * chunk of a cache whose slot run starts aligned), word by word else. */
+__device__ __forceinline__ void tq_copy_run(tq_u32 *dst, const tq_u32 *src, int m, int lane) {
+  if ((((size_t)src & 15u) | ((unsigned)m & 3u)) == 0)
+    for (int i = 4 * lane; i < m; i += 128) tq_cp16(dst + i, src + i);
+  else
+    for (int i = lane; i < m; i += 32) tq_cp4(dst + i, src + i);
+}
 __device__ __forceinline__ void tq_cp_commit(void) {
 #if __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;" ::: "memory");
@@ -854,19 +902,16 @@ __device__ __forceinline__ void tq_stage(const tq_kargs &a, void *base, int word
                                          int b, int h, int t0, int n, tq_u32 *dst) {
   const int lane = threadIdx.x & 31;
 #if !TQ_PAGED || TQ_BLOCK % 32 == 0
-  const tq_u32 *src = (const tq_u32 *)tq_slot(a, base, words * 4, b, h, t0);
-  for (int i = lane; i < n * words; i += 32) tq_cp4(dst + i, src + i);
+  tq_copy_run(dst, (const tq_u32 *)tq_slot(a, base, words * 4, b, h, t0), n * words, lane);
 #else
-  for (int p = 0; p < n; p += TQ_BLOCK) {
-    const tq_u32 *src = (const tq_u32 *)tq_slot(a, base, words * 4, b, h, t0 + p);
-    const int m = min(TQ_BLOCK, n - p) * words;
-    for (int i = lane; i < m; i += 32) tq_cp4(dst + p * words + i, src + i);
-  }
+  for (int p = 0; p < n; p += TQ_BLOCK)
+    tq_copy_run(dst + p * words, (const tq_u32 *)tq_slot(a, base, words * 4, b, h, t0 + p),
+                min(TQ_BLOCK, n - p) * words, lane);
 #endif
 }
 
 __device__ void tq_attend_fast(const tq_kargs &a) {
-  __shared__ tq_fast_smem s;
+  __shared__ __align__(16) tq_fast_smem s;
   const int split = blockIdx.x, splits = a.splits, b = blockIdx.z;
   const int rows = a.n_tokens * TQ_G, tiles = (rows + TQ_RQ - 1) / TQ_RQ;
   const int h = blockIdx.y / tiles, r0 = (blockIdx.y % tiles) * TQ_RQ;
@@ -968,18 +1013,21 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 #pragma unroll
     for (int nt = 0; nt < 4; nt++) {
       sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
-      const tq_u32 *kt = kc + (8 * nt + g) * TQ_KSW + TQ_K_IDX / 4;
+      tq_u32 w[TQ_LW(TQ_KBL)];
+      tq_lane_words<TQ_KBL>(kc + (8 * nt + g) * TQ_KSW + TQ_K_IDX / 4, TQ_KBL * c, w);
 #pragma unroll
       for (int kb = 0; kb < TQ_TKB; kb++) {
         tq_u32 b0, b1;
 #if TQ_KB == 4
-        const tq_u32 x0 = kt[2 * kb] >> (8 * c), x1 = kt[2 * kb + 1] >> (8 * c);
-        b0 = tq_lo2(s.kh[x0 & 15u], s.kh[(x0 >> 4) & 15u]);
-        b1 = tq_lo2(s.kh[x1 & 15u], s.kh[(x1 >> 4) & 15u]);
+        const tq_u32 x = w[kb / 2];
+        const int k0 = (2 * kb) % 4, k1 = k0 + 1; /* bytes 2 kb and 2 kb + 1 */
+        b0 = tq_lo2(tq_look(s.kh, tq_offsets(x, 0, 4), k0), tq_look(s.kh, tq_offsets(x, 1, 4), k0));
+        b1 = tq_lo2(tq_look(s.kh, tq_offsets(x, 0, 4), k1), tq_look(s.kh, tq_offsets(x, 1, 4), k1));
 #else
-        const tq_u32 x = kt[kb] >> (8 * c);
-        b0 = tq_lo2(s.kh[x & 3u], s.kh[(x >> 2) & 3u]);
-        b1 = tq_lo2(s.kh[(x >> 4) & 3u], s.kh[(x >> 6) & 3u]);
+        const tq_u32 x = w[kb / 4];
+        const int k = kb % 4;
+        b0 = tq_lo2(tq_look(s.kh, tq_offsets(x, 0, 2), k), tq_look(s.kh, tq_offsets(x, 1, 2), k));
+        b1 = tq_lo2(tq_look(s.kh, tq_offsets(x, 2, 2), k), tq_look(s.kh, tq_offsets(x, 3, 2), k));
 #endif
         tq_mma_h(sc[nt], qa[kb][0], 0u, qa[kb][1], 0u, b0, b1);
       }
@@ -1036,22 +1084,22 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
      * 2c, 2c+1 (a0, a1) and 2c+8, 2c+9 (a2, a3) of the k step. */
 #pragma unroll
     for (int kk = 0; kk < 2; kk++) {
-      const unsigned char *v0 = (const unsigned char *)(vc + (16 * kk + 2 * c) * TQ_VSW + TQ_V_IDX / 4);
-      const unsigned char *v1 = v0 + 4 * TQ_VSW, *v8 = v0 + 32 * TQ_VSW, *v9 = v8 + 4 * TQ_VSW;
+      tq_u32 w[4][TQ_LW(TQ_VBL)]; /* tokens 2c, 2c+1, 2c+8, 2c+9 */
 #pragma unroll
-      for (int u = 0; u < TQ_TMT / TQ_TMB; u++) {
-        const int by = 8 * u + g;
-        const tq_u32 z0 = v0[by], z1 = v1[by], z8 = v8[by], z9 = v9[by];
+      for (int t = 0; t < 4; t++)
+        tq_lane_words<TQ_VBL>(vc + (16 * kk + 2 * c + (t & 1) + 8 * (t >> 1)) * TQ_VSW + TQ_V_IDX / 4,
+                              TQ_VBL * g, w[t]);
 #pragma unroll
-        for (int st = 0; st < TQ_TMB; st++) {
-          const int lo = 2 * st * TQ_VB, hi = lo + TQ_VB;
-          const tq_u32 msk = (1u << TQ_VB) - 1u;
-          tq_mma_h(o[u * TQ_TMB + st],
-                   tq_lo2(s.vh[(z0 >> lo) & msk], s.vh[(z1 >> lo) & msk]),
-                   tq_lo2(s.vh[(z0 >> hi) & msk], s.vh[(z1 >> hi) & msk]),
-                   tq_lo2(s.vh[(z8 >> lo) & msk], s.vh[(z9 >> lo) & msk]),
-                   tq_lo2(s.vh[(z8 >> hi) & msk], s.vh[(z9 >> hi) & msk]), pb[kk][0], pb[kk][1]);
+      for (int mt = 0; mt < TQ_TMT; mt++) {
+        const int by = mt / TQ_TMB, lo = 2 * (mt % TQ_TMB), k = by % 4;
+        tq_u32 e[4][2];
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+          e[t][0] = tq_look(s.vh, tq_offsets(w[t][by / 4], lo, TQ_VB), k);
+          e[t][1] = tq_look(s.vh, tq_offsets(w[t][by / 4], lo + 1, TQ_VB), k);
         }
+        tq_mma_h(o[mt], tq_lo2(e[0][0], e[1][0]), tq_lo2(e[0][1], e[1][1]), tq_lo2(e[2][0], e[3][0]),
+                 tq_lo2(e[2][1], e[3][1]), pb[kk][0], pb[kk][1]);
       }
     }
 #else
@@ -1470,7 +1518,15 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
 #else
 #define TQ_ATTEND tq_attend
 #endif
-extern "C" __global__ void __launch_bounds__(TQ_THREADS)
+/* The tensor-core decode at 5 blocks an SM (96 registers): the warps'
+ * chunks are latency-bound, and 3 blocks (its natural 167 registers) left
+ * the schedulers idle half the time; the few spills sit outside the loop. */
+#if TQ_FAST && TQ_DMMA
+#define TQ_DECODE_BLOCKS 5
+#else
+#define TQ_DECODE_BLOCKS 1
+#endif
+extern "C" __global__ void __launch_bounds__(TQ_THREADS, TQ_DECODE_BLOCKS)
 {{SYM}}_decode(const tq_kargs a) { TQ_ATTEND(a); }
 extern "C" __global__ void __launch_bounds__(TQ_THREADS)
 {{SYM}}_prefill(const tq_kargs a) {
