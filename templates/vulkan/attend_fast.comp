@@ -8,30 +8,43 @@
  *
  * Dispatched like attend.comp: (splits, kv_heads * row tiles, batch).  The
  * workgroup is TQ_FW subgroups, and each subgroup is an independent
- * flash-decoding worker over 32-token chunks of the split's slice:
- *  - it copies the chunk's key and value slots (runs of whole slots, so
- *    consecutive words: coalesced) into its own shared buffers, with a
- *    barrier scoped to the subgroup, never the workgroup;
- *  - every lane scores 32 / TQ_FAST_SG tokens (one on a 32-wide device):
- *    centroid lookups in a 16-entry table times the tile's query rows, read
- *    as broadcast vec4s of four rows per channel;
+ * flash-decoding worker over chunks of TQ_FAST_SG tokens (one per lane) of
+ * the split's slice:
+ *  - a software pipeline one chunk ahead: the lanes hold the NEXT chunk's
+ *    key and value slot words in registers while the current chunk is
+ *    computed from shared memory.  Per chunk: registers -> the worker's
+ *    shared buffers (runs of whole slots: consecutive words, conflict-free
+ *    stores), a barrier scoped to the subgroup, the loads of the next chunk
+ *    issued (coalesced; constant trip counts, so all are in flight at
+ *    once), then the compute, which hides their latency.  The CUDA fast
+ *    path does this with cp.async into a second shared buffer; GLSL has no
+ *    asynchronous copy, so registers are the second buffer and shared
+ *    memory holds one chunk per worker.  The first chunk's loads are issued
+ *    before the query rotation;
+ *  - every lane scores its token: centroid lookups in a 16-entry table
+ *    times the tile's query rows, read as broadcast vec4s of four rows per
+ *    channel;
  *  - the softmax maximum is kept per subgroup (lanes' partial sums are only
  *    rescaled), so the chunk loop has no workgroup barrier at all;
  *  - values: each lane owns index words (8 or 16 channels each) of one
  *    token at a time and all rows, the weights arriving by subgroup shuffle
  *    from the lane that scored the token.
- * The subgroups merge once at the end into the partial state (max, sum,
- * accumulators) that the reduce stage reads.  Slices are whole chunks. */
+ * A chunk of one token per lane keeps the registers a lane carries (and the
+ * code) the same at every subgroup size.  Every loop that indexes a
+ * register array has a constant trip count and is unrolled, and no branch
+ * inside such a loop holds another loop (spirv-opt then unrolls it), so
+ * every index is a constant: NVIDIA's compiler moves arrays indexed
+ * otherwise into local memory.  The subgroups merge once at the end into
+ * the partial state (max, sum, accumulators) that the reduce stage reads. */
 #if TQ_RQ % 4 != 0
 #error "the fast attend stage holds query rows as vec4s of four rows"
 #endif
 #define TQ_VDIM TQ_D               /* accumulated channels (no outliers) */
 #define TQ_PART (2 + TQ_VDIM)      /* workspace floats per (row, split) */
 #define TQ_FW 4                    /* subgroups (workers) per workgroup */
-#define TQ_S TQ_FAST_SG            /* lanes of a worker */
+#define TQ_S TQ_FAST_SG            /* lanes of a worker, tokens of a chunk */
 #define TQ_RQ4 (TQ_RQ / 4)         /* vec4s of query rows */
-#define TQ_CHUNK 32                /* cache tokens a worker takes at a time */
-#define TQ_TPL (TQ_CHUNK / TQ_S)   /* tokens each lane scores per chunk */
+#define TQ_ALIGN 32                /* slices are whole multiples of this */
 #define TQ_KW (TQ_D * TQ_KB / 32)  /* index words of a key */
 #define TQ_VW (TQ_D * TQ_VB / 32)  /* index words of a value */
 #define TQ_KSW (TQ_K_BYTES / 4)    /* words of a key slot */
@@ -46,34 +59,66 @@
 #define TQ_WPL 1
 #define TQ_TPS (TQ_S / TQ_VW)
 #endif
+/* A chunk's slots are TQ_NPG runs of TQ_PAGE whole slots.  Chunks start on
+ * multiples of S and pages are powers of two (a divisor or a multiple of
+ * 32), so a chunk is one run where pages are at least S tokens (and in a
+ * contiguous cache), else one run per page. */
+#if TQ_PAGED && TQ_BLOCK < TQ_S
+#define TQ_PAGE TQ_BLOCK
+#else
+#define TQ_PAGE TQ_S
+#endif
+#define TQ_NPG (TQ_S / TQ_PAGE)
+/* Words of a run each lane carries between chunks (4-bit head_dim 128 on
+ * pages of S tokens or more: 17 key and 17 value words). */
+#define TQ_KPL ((TQ_PAGE * TQ_KSW + TQ_S - 1) / TQ_S)
+#define TQ_VPL ((TQ_PAGE * TQ_VSW + TQ_S - 1) / TQ_S)
 
 /* Per worker, one chunk of slots.  Slot words are odd in number, so lanes
  * reading word w of consecutive tokens hit distinct banks. */
-shared uint f_k[TQ_FW][TQ_CHUNK * TQ_KSW];
-shared uint f_v[TQ_FW][TQ_CHUNK * TQ_VSW];
+shared uint f_k[TQ_FW][TQ_S * TQ_KSW];
+shared uint f_v[TQ_FW][TQ_S * TQ_VSW];
 shared vec4 f_q[TQ_RQ4][TQ_D]; /* f_q[i][j]: channel j of rows 4i .. 4i+3 */
 shared float f_kcb[1 << TQ_KB];
 shared float f_vcb[1 << TQ_VB];
 shared float f_m[TQ_FW], f_l[TQ_FW];
 shared float f_acc[TQ_FW][TQ_D]; /* one row of every worker, when merging */
 
-/* A worker copies the slots of tokens t0 .. t0+n-1 (t0 a multiple of 32)
- * of one cache into dst (words per slot: words).  Contiguous caches and
- * the pages of paged ones hold runs of whole slots. */
-#define TQ_STAGE_SLOTS(cache, words, dst)                                      \
-  {                                                                            \
-    for (int p = 0; p < n; p += TQ_PAGE) {                                     \
-      const uint src = tq_slot(b, h, t0 + p, uint(words));                     \
-      const uint cnt = uint(min(TQ_PAGE, n - p) * (words));                    \
-      for (uint i = lane; i < cnt; i += uint(TQ_S))                            \
-        dst[uint(p * (words)) + i] = cache[src + i];                           \
-    }                                                                          \
+/* Issues the loads of the slots of tokens t0 .. t0+n-1 (t0 a multiple of
+ * S, 0 < n <= S) of sequence b, kv head h: lane takes words lane,
+ * lane + S, ... of each run; words past the chunk's end are zero.  Key and
+ * value slots share their slot index (one block-table read per page). */
+void tq_fetch(int b, int h, int t0, int n, uint lane, out uint kr[TQ_NPG][TQ_KPL],
+              out uint vr[TQ_NPG][TQ_VPL]) {
+  [[unroll]] for (int p = 0; p < TQ_NPG; p++) {
+    const int np = min(TQ_PAGE, n - p * TQ_PAGE); /* tokens of this run */
+    const uint at = np > 0 ? tq_slot(b, h, t0 + p * TQ_PAGE, 1u) : 0u;
+    [[unroll]] for (int j = 0; j < TQ_KPL; j++) {
+      const int i = int(lane) + j * TQ_S;
+      kr[p][j] = i < np * TQ_KSW ? k_cache[at * uint(TQ_KSW) + uint(i)] : 0u;
+    }
+    [[unroll]] for (int j = 0; j < TQ_VPL; j++) {
+      const int i = int(lane) + j * TQ_S;
+      vr[p][j] = i < np * TQ_VSW ? v_cache[at * uint(TQ_VSW) + uint(i)] : 0u;
+    }
   }
-#if TQ_PAGED && TQ_BLOCK < 32
-#define TQ_PAGE TQ_BLOCK
-#else
-#define TQ_PAGE TQ_CHUNK
-#endif
+}
+
+/* Stores what tq_fetch loaded into worker w's shared buffers.  Only a
+ * lane's last word of a run can fall past it (when S does not divide the
+ * run's words). */
+void tq_put(uint w, uint lane, uint kr[TQ_NPG][TQ_KPL], uint vr[TQ_NPG][TQ_VPL]) {
+  [[unroll]] for (int p = 0; p < TQ_NPG; p++) {
+    [[unroll]] for (int j = 0; j < TQ_KPL; j++) {
+      const int i = int(lane) + j * TQ_S;
+      if (j + 1 < TQ_KPL || i < TQ_PAGE * TQ_KSW) f_k[w][p * TQ_PAGE * TQ_KSW + i] = kr[p][j];
+    }
+    [[unroll]] for (int j = 0; j < TQ_VPL; j++) {
+      const int i = int(lane) + j * TQ_S;
+      if (j + 1 < TQ_VPL || i < TQ_PAGE * TQ_VSW) f_v[w][p * TQ_PAGE * TQ_VSW + i] = vr[p][j];
+    }
+  }
+}
 
 void main() {
   const int split = int(gl_WorkGroupID.x), b = int(gl_WorkGroupID.z);
@@ -97,14 +142,32 @@ void main() {
     return;
   }
 
+  /* Slices are whole multiples of 32 tokens, so chunks start on multiples
+   * of S and pages of a paged cache line up with them.  Worker w takes
+   * chunks w, w + FW, ... and loads its first before the queries are
+   * rotated. */
+  int slice = (len + pc.splits - 1) / pc.splits;
+  slice = (slice + TQ_ALIGN - 1) / TQ_ALIGN * TQ_ALIGN;
+  const int t_begin = min(len, split * slice), t_end = min(len, t_begin + slice);
+  const int chunks = (t_end - t_begin + TQ_S - 1) / TQ_S;
+  uint kr[TQ_NPG][TQ_KPL], vr[TQ_NPG][TQ_VPL]; /* the chunk in flight */
+  if (int(w) < chunks) {
+    const int t0 = t_begin + int(w) * TQ_S;
+    tq_fetch(b, h, t0, min(TQ_S, t_end - t0), lane, kr, vr);
+  }
+
   for (uint i = TID; i < uint(1 << TQ_KB); i += TQ_WG) f_kcb[i] = tab[uint(TQ_T_KCB) + i];
   for (uint i = TID; i < uint(1 << TQ_VB); i += TQ_WG) f_vcb[i] = tab[uint(TQ_T_VCB) + i];
 
-  /* Rotate and scale the tile's query rows once (zero past the last row). */
+  /* Each row's context: the cache tokens its query sees (none past the
+   * last row). */
   int ctx[TQ_RQ];
-  [[unroll]] for (int r = 0; r < TQ_RQ; r++) {
+  [[unroll]] for (int r = 0; r < TQ_RQ; r++)
+    ctx[r] = r0 + r < rows ? len - pc.n_tokens + (r0 + r) / TQ_G + 1 : 0;
+
+  /* Rotate and scale the tile's query rows once (zero past the last row). */
+  for (int r = 0; r < TQ_RQ; r++) {
     const int row = r0 + r, tok = row / TQ_G, g = row % TQ_G;
-    ctx[r] = row < rows ? len - pc.n_tokens + tok + 1 : 0;
     const uint at = row < rows ? ((uint(b) * uint(pc.n_tokens) + uint(tok)) * uint(pc.kv_heads * TQ_G) +
                                   uint(h * TQ_G + g)) * uint(TQ_D) : 0u;
     barrier();
@@ -115,14 +178,7 @@ void main() {
   }
   barrier();
 
-  /* Slices are whole chunks, so chunks start on multiples of 32 (pages of
-   * a paged cache line up with them). */
-  int slice = (len + pc.splits - 1) / pc.splits;
-  slice = (slice + TQ_CHUNK - 1) / TQ_CHUNK * TQ_CHUNK;
-  const int t_begin = min(len, split * slice), t_end = min(len, t_begin + slice);
-  const int chunks = (t_end - t_begin + TQ_CHUNK - 1) / TQ_CHUNK;
   const uint sub = lane / uint(TQ_VW), word = lane % uint(TQ_VW); /* TQ_TPS > 1 */
-
   float m[TQ_RQ], l[TQ_RQ];
   vec4 acc[TQ_WPL * TQ_VCH][TQ_RQ4];
   [[unroll]] for (int r = 0; r < TQ_RQ; r++) {
@@ -133,71 +189,62 @@ void main() {
     [[unroll]] for (int i = 0; i < TQ_RQ4; i++) acc[k][i] = vec4(0.0);
 
   for (int c = int(w); c < chunks; c += TQ_FW) {
-    const int t0 = t_begin + c * TQ_CHUNK, n = min(TQ_CHUNK, t_end - t0);
-    TQ_STAGE_SLOTS(k_cache, TQ_KSW, f_k[w])
-    TQ_STAGE_SLOTS(v_cache, TQ_VSW, f_v[w])
-    subgroupMemoryBarrierShared();
+    const int t0 = t_begin + c * TQ_S, n = min(TQ_S, t_end - t0);
+    /* subgroupBarrier orders shared memory too (its semantics include
+     * workgroup memory): the stores are visible to the whole worker. */
+    tq_put(w, lane, kr, vr);
     subgroupBarrier();
+    if (c + TQ_FW < chunks) {
+      const int t1 = t0 + TQ_FW * TQ_S;
+      tq_fetch(b, h, t1, min(TQ_S, t_end - t1), lane, kr, vr);
+    }
 
-    /* Scores: lane scores tokens lane, lane + S, ... of the chunk. */
-    vec4 pv[TQ_TPL][TQ_RQ4]; /* weight x value scale of each scored token */
-    float sc[TQ_TPL][TQ_RQ];
-    bool in_chunk[TQ_TPL];
-    float vsc[TQ_TPL];
-    float mx[TQ_RQ];
-    [[unroll]] for (int r = 0; r < TQ_RQ; r++) mx[r] = TQ_NEG;
-    [[unroll]] for (int e = 0; e < TQ_TPL; e++) {
-      const uint tt = lane + uint(e * TQ_S), kt = tt * uint(TQ_KSW) + uint(TQ_K_IDX / 4);
-      vec4 d[TQ_RQ4];
-      [[unroll]] for (int i = 0; i < TQ_RQ4; i++) d[i] = vec4(0.0);
-      [[unroll]] for (uint x = 0u; x < uint(TQ_KW); x++) {
-        const uint bits = f_k[w][kt + x];
-        [[unroll]] for (uint k = 0u; k < uint(32 / TQ_KB); k++) {
-          const float cv = f_kcb[(bits >> (k * uint(TQ_KB))) & uint((1 << TQ_KB) - 1)];
-          [[unroll]] for (int i = 0; i < TQ_RQ4; i++) d[i] += f_q[i][x * uint(32 / TQ_KB) + k] * cv;
-        }
-      }
-      in_chunk[e] = int(tt) < n;
-      const float ksc = in_chunk[e] ? uintBitsToFloat(f_k[w][tt * uint(TQ_KSW) + uint(TQ_K_SCALE / 4)]) : 0.0;
-      vsc[e] = in_chunk[e] ? uintBitsToFloat(f_v[w][tt * uint(TQ_VSW) + uint(TQ_V_SCALE / 4)]) : 0.0;
-      [[unroll]] for (int r = 0; r < TQ_RQ; r++) {
-        const bool live = in_chunk[e] && t0 + int(tt) < ctx[r];
-        sc[e][r] = live ? ksc * d[r >> 2][r & 3] : TQ_NEG;
-        mx[r] = max(mx[r], sc[e][r]);
+    /* Scores: lane scores token t0 + lane against every row. */
+    const uint kt = lane * uint(TQ_KSW) + uint(TQ_K_IDX / 4);
+    vec4 d[TQ_RQ4];
+    [[unroll]] for (int i = 0; i < TQ_RQ4; i++) d[i] = vec4(0.0);
+    [[unroll]] for (uint x = 0u; x < uint(TQ_KW); x++) {
+      const uint bits = f_k[w][kt + x];
+      [[unroll]] for (uint k = 0u; k < uint(32 / TQ_KB); k++) {
+        const float cv = f_kcb[(bits >> (k * uint(TQ_KB))) & uint((1 << TQ_KB) - 1)];
+        [[unroll]] for (int i = 0; i < TQ_RQ4; i++) d[i] += f_q[i][x * uint(32 / TQ_KB) + k] * cv;
       }
     }
+    const bool in_chunk = int(lane) < n;
+    const float ksc = in_chunk ? uintBitsToFloat(f_k[w][lane * uint(TQ_KSW) + uint(TQ_K_SCALE / 4)]) : 0.0;
+    const float vsc = in_chunk ? uintBitsToFloat(f_v[w][lane * uint(TQ_VSW) + uint(TQ_V_SCALE / 4)]) : 0.0;
+    vec4 pv[TQ_RQ4]; /* weight x value scale of the lane's token */
     float corr[TQ_RQ];
     [[unroll]] for (int r = 0; r < TQ_RQ; r++) {
-      const float nm = max(m[r], subgroupMax(mx[r]));
+      const float sc = in_chunk && t0 + int(lane) < ctx[r] ? ksc * d[r >> 2][r & 3] : TQ_NEG;
+      const float nm = max(m[r], subgroupMax(sc));
+      const float p = sc > TQ_NEG ? exp(sc - nm) : 0.0;
       corr[r] = exp(m[r] - nm);
       m[r] = nm;
-      l[r] *= corr[r];
-      [[unroll]] for (int e = 0; e < TQ_TPL; e++) {
-        const float p = sc[e][r] > TQ_NEG ? exp(sc[e][r] - nm) : 0.0;
-        l[r] += p;
-        pv[e][r >> 2][r & 3] = p * vsc[e];
-      }
+      l[r] = l[r] * corr[r] + p;
+      pv[r >> 2][r & 3] = p * vsc;
     }
     [[unroll]] for (int k = 0; k < TQ_WPL * TQ_VCH; k++)
       [[unroll]] for (int i = 0; i < TQ_RQ4; i++)
         acc[k][i] *= vec4(corr[4 * i], corr[4 * i + 1], corr[4 * i + 2], corr[4 * i + 3]);
 
-    /* Values: per step, TQ_TPS tokens of TQ_WPL words per lane.  Tokens
-     * past n carry weight 0 (their lanes saw no live score). */
-    for (int st = 0; st < n; st += TQ_TPS) {
+    /* Values: per step, token s (+ sub) with TQ_WPL words per lane, its
+     * weights shuffled from the lane that scored it.  The whole chunk:
+     * tokens past n carry weight 0 and zero words. */
+    [[unroll]] for (int s = 0; s < TQ_S; s += TQ_TPS) {
 #if TQ_TPS > 1
-      const uint tt = uint(st) + sub;
+      const uint tt = uint(s) + sub;
 #else
-      const uint tt = uint(st);
+      const uint tt = uint(s);
 #endif
-      const int e = st / TQ_S; /* the same for every lane of the step */
+      const uint vt = tt * uint(TQ_VSW) + uint(TQ_V_IDX / 4);
       vec4 p[TQ_RQ4];
-      [[unroll]] for (int i = 0; i < TQ_RQ4; i++) p[i] = subgroupShuffle(pv[e][i], tt % uint(TQ_S));
+      [[unroll]] for (int i = 0; i < TQ_RQ4; i++) p[i] = subgroupShuffle(pv[i], tt);
       [[unroll]] for (int y = 0; y < TQ_WPL; y++) {
 #if TQ_TPS > 1
-        const uint x = f_v[w][tt * uint(TQ_VSW) + uint(TQ_V_IDX / 4) + word];
+        const uint x = f_v[w][vt + word];
 #else
-        const uint x = f_v[w][tt * uint(TQ_VSW) + uint(TQ_V_IDX / 4) + lane + uint(y * TQ_S)];
+        const uint x = f_v[w][vt + lane + uint(y * TQ_S)];
 #endif
         [[unroll]] for (int k = 0; k < TQ_VCH; k++) {
           const float cv = f_vcb[(x >> (uint(k) * uint(TQ_VB))) & uint((1 << TQ_VB) - 1)];
@@ -205,7 +252,7 @@ void main() {
         }
       }
     }
-    subgroupBarrier(); /* the next chunk's copy reuses this worker's buffers */
+    subgroupBarrier(); /* the next chunk's stores reuse this worker's buffers */
   }
 
   /* Merge the lanes: sums over the subgroup; token groups of a word. */
@@ -216,18 +263,20 @@ void main() {
       [[unroll]] for (int i = 0; i < TQ_RQ4; i++) acc[k][i] += subgroupShuffleXor(acc[k][i], o);
 #endif
 
-  /* Merge the workers, one row at a time, into this split's partial. */
+  /* Merge the workers, one row at a time, into this split's partial.  So
+   * that the loop unrolls (and m, l and acc keep constant indices) no
+   * branch in it holds a loop: rows past the last are merged too, only not
+   * written, and lanes past the head's channels read channel 0. */
   [[unroll]] for (int r = 0; r < TQ_RQ; r++) {
-    const int row = r0 + r;
-    if (row >= rows) break;
+    const bool row_ok = r0 + r < rows;
     barrier();
     if (lane == 0u) {
       f_m[w] = m[r];
       f_l[w] = l[r];
     }
 #if TQ_TPS > 1
-    if (sub == 0u)
-      [[unroll]] for (int k = 0; k < TQ_VCH; k++) f_acc[w][word * uint(TQ_VCH) + uint(k)] = acc[k][r >> 2][r & 3];
+    [[unroll]] for (int k = 0; k < TQ_VCH; k++)
+      if (sub == 0u) f_acc[w][word * uint(TQ_VCH) + uint(k)] = acc[k][r >> 2][r & 3];
 #else
     [[unroll]] for (int y = 0; y < TQ_WPL; y++)
       [[unroll]] for (int k = 0; k < TQ_VCH; k++)
@@ -240,16 +289,17 @@ void main() {
       e[x] = f_l[x] > 0.0 ? exp(f_m[x] - mt) : 0.0;
       lt += e[x] * f_l[x];
     }
-    const uint part = (((uint(b) * uint(pc.kv_heads) + uint(h)) * uint(rows) + uint(row)) *
+    const uint part = (((uint(b) * uint(pc.kv_heads) + uint(h)) * uint(rows) + uint(r0 + r)) *
                            uint(pc.splits) + uint(split)) * uint(TQ_PART);
-    if (TID == 0u) {
+    if (row_ok && TID == 0u) {
       work[part] = mt;
       work[part + 1u] = lt;
     }
-    for (uint j = TID; j < uint(TQ_D); j += TQ_WG) {
+    [[unroll]] for (uint q = 0u; q < (uint(TQ_D) + TQ_WG - 1u) / TQ_WG; q++) {
+      const uint j = TID + q * TQ_WG, jc = j < uint(TQ_D) ? j : 0u;
       float x = 0.0;
-      [[unroll]] for (int y = 0; y < TQ_FW; y++) x += e[y] * f_acc[y][j];
-      work[part + 2u + j] = x;
+      [[unroll]] for (int y = 0; y < TQ_FW; y++) x += e[y] * f_acc[y][jc];
+      if (row_ok && j < uint(TQ_D)) work[part + 2u + j] = x;
     }
   }
 }
