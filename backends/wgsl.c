@@ -12,7 +12,13 @@
  * generated line and the template line), cached as text and turned into
  * pipelines on load.  AOT: the dispatch entry's shaders.  Buffers are
  * WGPUBuffer handles (tq_buffer_ptr gives one); scalars travel in a uniform
- * buffer per launch (core WebGPU has no push constants). */
+ * buffer per launch (core WebGPU has no push constants).
+ *
+ * Decode and prefill of the variants tqg_wgsl_fast accepts run the f16sg
+ * module's attend_fast entry where the device's subgroups have a size it
+ * serves (8, 16 or 32); the entry's own probe mode confirms the size and
+ * layout before a module uses it, else the attend entry with subgroups
+ * runs and tq_kernel_path says why. */
 #define _GNU_SOURCE
 #include "wgsl.h"
 
@@ -88,21 +94,25 @@ const tq_backend_ops tq_backend_wgsl = {.name = "wgsl",
 typedef WGPUBool (*wg_poll_fn)(WGPUDevice, WGPUBool,
                                WGPUSubmissionIndex const *);
 typedef uint32_t (*wg_version_fn)(void);
+typedef WGPUShaderModule (*wg_trusted_fn)(WGPUDevice,
+                                          WGPUShaderModuleDescriptor const *,
+                                          WGPUShaderRuntimeChecks);
 
 #define WG_FUNCTIONS(X)                                                           \
   X(CreateInstance)                                                               \
-  X(InstanceRequestAdapter) X(InstanceProcessEvents) X(InstanceRelease) X(        \
-      AdapterRequestDevice) X(AdapterHasFeature) X(AdapterGetLimits)              \
-      X(AdapterGetInfo) X(AdapterInfoFreeMembers) X(AdapterRelease) X(            \
-          DeviceGetQueue) X(DeviceRelease) X(DeviceCreateBuffer)                  \
-          X(DevicePushErrorScope) X(DevicePopErrorScope) X(                       \
-              DeviceCreateShaderModule) X(DeviceCreateBindGroupLayout)            \
-              X(DeviceCreatePipelineLayout) X(DeviceCreateComputePipeline) X(     \
-                  DeviceCreateBindGroup) X(DeviceCreateCommandEncoder)            \
-                  X(ShaderModuleRelease) X(BindGroupLayoutRelease) X(             \
-                      PipelineLayoutRelease) X(ComputePipelineRelease)            \
-                      X(BindGroupRelease) X(BufferRelease) X(BufferDestroy) X(    \
-                          BufferGetSize) X(BufferMapAsync)                        \
+  X(InstanceRequestAdapter)                                                       \
+  X(InstanceProcessEvents) X(InstanceRelease) X(AdapterRequestDevice) X(          \
+      AdapterHasFeature) X(AdapterGetLimits) X(AdapterGetInfo)                    \
+      X(AdapterInfoFreeMembers) X(AdapterRelease) X(DeviceGetQueue) X(            \
+          DeviceRelease) X(DeviceCreateBuffer) X(DevicePushErrorScope)            \
+          X(DevicePopErrorScope) X(DeviceCreateShaderModule) X(                   \
+              DeviceCreateBindGroupLayout) X(DeviceCreatePipelineLayout)          \
+              X(DeviceCreateComputePipeline) X(DeviceCreateBindGroup) X(          \
+                  DeviceCreateCommandEncoder) X(ShaderModuleRelease)              \
+                  X(BindGroupLayoutRelease) X(PipelineLayoutRelease) X(           \
+                      ComputePipelineRelease) X(BindGroupRelease)                 \
+                      X(BufferRelease) X(BufferDestroy) X(BufferGetSize) X(       \
+                          BufferMapAsync) X(BufferAddRef)                         \
                           X(BufferGetConstMappedRange) X(BufferUnmap) X(          \
                               QueueWriteBuffer) X(QueueSubmit) X(QueueRelease)    \
                               X(CommandEncoderBeginComputePass) X(                \
@@ -122,6 +132,7 @@ typedef struct wg_api {
 #undef FIELD
   wg_poll_fn DevicePoll;
   wg_version_fn GetVersion;
+  wg_trusted_fn DeviceCreateShaderModuleTrusted; /* optional: NULL if absent */
 } wg_api;
 
 /* Loaded once per process and never unloaded; read-only afterwards. */
@@ -159,6 +170,8 @@ static void wg_load_once(void) {
   BIND(DevicePoll)
   BIND(GetVersion)
 #undef BIND
+  bind_sym(lib, &wg.DeviceCreateShaderModuleTrusted,
+           "wgpuDeviceCreateShaderModuleTrusted");
   if (!ok) {
     snprintf(wg_message, sizeof wg_message,
              "wgsl backend unavailable: %s lacks %s (not the wgpu-native "
@@ -183,6 +196,17 @@ static WGPUStringView sv(const char *s) {
 }
 
 /* ---- state --------------------------------------------------------------- */
+/* A bind group kept for reuse: the launch-time cost of creating one is
+ * paid once per set of buffers.  It holds a reference on each buffer, so
+ * no handle it names can be freed and reused for another buffer while it
+ * is kept. */
+typedef struct wg_group {
+  WGPUBindGroupLayout layout; /* NULL: a free entry */
+  WGPUBuffer buf[TQG_WB_COUNT];
+  WGPUBindGroup group;
+} wg_group;
+#define WG_GROUPS 16
+
 typedef struct wg_state {
   WGPUInstance instance;
   WGPUAdapter adapter;
@@ -197,14 +221,28 @@ typedef struct wg_state {
   /* The device's largest storage binding: a launch checks its buffers
    * against it, since wgpu-native treats an invalid submission as fatal. */
   uint64_t max_binding;
+  /* Shader modules without wgpu's runtime checks (shader_module says why
+   * that is safe); TQ_WGSL_RUNTIME_CHECKS=1 keeps them. */
+  int trusted;
+  /* attend_fast: the subgroup size to build it for (the adapter's fixed
+   * size, else 32, corrected by the first probe), or 0 with fast_why
+   * saying why it does not run here. */
+  int fast_sg;
+  char fast_why[96];
+  /* The uniform block of every launch, rewritten on the queue before each
+   * submission (queue order makes each dispatch see its own values). */
+  WGPUBuffer params;
+  wg_group groups[WG_GROUPS];
+  unsigned next_group;
 } wg_state;
 
 typedef struct wg_module {
   tq_variant variant;
   WGPUShaderModule shader;
-  WGPUBindGroupLayout bgl[TQG_WGSL_STAGES];
+  WGPUBindGroupLayout bgl[TQG_WGSL_STAGES]; /* NULL: no such entry point */
   WGPUComputePipeline pipe[TQG_WGSL_STAGES];
   WGPUBuffer tables;
+  char attend_path[192]; /* what tq_kernel_path says of decode and prefill */
 } wg_module;
 
 /* Callback results land here; the waiting loop spins ProcessEvents. */
@@ -349,9 +387,19 @@ static int has_subgroups(WGPUAdapter a) {
          wg.AdapterHasFeature(a, (WGPUFeatureName)WGPUNativeFeature_Subgroup);
 }
 
+static void drop_group(wg_group *g) {
+  if (!g->layout) return;
+  wg.BindGroupRelease(g->group);
+  for (int b = 0; b < TQG_WB_COUNT; b++)
+    if (g->buf[b]) wg.BufferRelease(g->buf[b]);
+  memset(g, 0, sizeof *g);
+}
+
 static void wg_close(void *state) {
   wg_state *s = state;
   if (!s) return;
+  for (int i = 0; i < WG_GROUPS; i++) drop_group(&s->groups[i]);
+  if (s->params) wg.BufferRelease(s->params);
   if (s->dummy) wg.BufferRelease(s->dummy);
   if (s->queue) wg.QueueRelease(s->queue);
   if (s->device) wg.DeviceRelease(s->device);
@@ -386,6 +434,27 @@ static tq_status choose_flavour(wg_state *s, int best, char *err, size_t errn) {
   return TQ_OK;
 }
 
+/* attend_fast's subgroup size: the adapter's when it reports one fixed
+ * size; when it reports none (wgpu-native 29 leaves AdapterInfo's sizes at
+ * 0) 32, the size of NVIDIA's and Apple's GPUs, which the first module's
+ * probe corrects (fast_stage).  TQ_WGSL_FAST=0 turns the entry off. */
+static void choose_fast(wg_state *s, uint32_t lo, uint32_t hi) {
+  const char *env = getenv("TQ_WGSL_FAST");
+  s->fast_sg = 0;
+  if (s->flavour != TQG_WGSL_F16SG)
+    snprintf(s->fast_why, sizeof s->fast_why, "core flavour: no subgroups");
+  else if (env && !strcmp(env, "0"))
+    snprintf(s->fast_why, sizeof s->fast_why, "off (TQ_WGSL_FAST=0)");
+  else if (lo && lo != hi)
+    snprintf(s->fast_why, sizeof s->fast_why, "subgroup sizes vary (%u to %u)",
+             lo, hi);
+  else if (lo && !TQG_WGSL_FAST_OK(lo))
+    snprintf(s->fast_why, sizeof s->fast_why,
+             "subgroups of %u (served: 8, 16, 32)", lo);
+  else
+    s->fast_sg = lo ? (int)lo : 32;
+}
+
 /* best: the richest flavour the adapter runs, whatever the environment. */
 static tq_status open_state(int best, void **state, char *err, size_t errn) {
   *state = NULL;
@@ -405,16 +474,23 @@ static tq_status open_state(int best, void **state, char *err, size_t errn) {
     return TQ_ERR_UNAVAILABLE;
   }
   WGPUAdapterInfo info = WGPU_ADAPTER_INFO_INIT;
+  uint32_t sg_min = 0, sg_max = 0;
   if (wg.AdapterGetInfo(s->adapter, &info) == WGPUStatus_Success) {
     snprintf(s->name, sizeof s->name, "%.*s",
              (int)(info.device.data ? info.device.length : 0),
              info.device.data ? info.device.data : "");
+    sg_min = info.subgroupMinSize;
+    sg_max = info.subgroupMaxSize;
     wg.AdapterInfoFreeMembers(info);
   }
   if ((st = choose_flavour(s, best, err, errn))) {
     wg_close(s);
     return st;
   }
+  choose_fast(s, sg_min, sg_max);
+  const char *checks = getenv("TQ_WGSL_RUNTIME_CHECKS");
+  s->trusted =
+      wg.DeviceCreateShaderModuleTrusted && !(checks && !strcmp(checks, "1"));
   /* The adapter's own limits: caches past WebGPU's 128 MiB default. */
   WGPULimits limits = WGPU_LIMITS_INIT;
   int have_limits =
@@ -457,6 +533,9 @@ static tq_status open_state(int best, void **state, char *err, size_t errn) {
   bd.usage = WGPUBufferUsage_Storage | WGPUBufferUsage_CopyDst;
   bd.size = 16;
   s->dummy = wg.DeviceCreateBuffer(s->device, &bd);
+  bd.usage = WGPUBufferUsage_Uniform | WGPUBufferUsage_CopyDst;
+  bd.size = sizeof(tqg_wgsl_params);
+  s->params = wg.DeviceCreateBuffer(s->device, &bd);
   *state = s;
   return TQ_OK;
 }
@@ -535,7 +614,19 @@ static WGPUShaderModule shader_module(wg_state *s, const char *text, size_t n,
   WGPUShaderModuleDescriptor d = WGPU_SHADER_MODULE_DESCRIPTOR_INIT;
   d.nextInChain = &w.chain;
   push_scopes(s);
-  WGPUShaderModule m = wg.DeviceCreateShaderModule(s->device, &d);
+  /* Without runtime checks naga adds no clamps to array and buffer indices
+   * and no iteration counters to loops (all in the hot loops).  Safe for
+   * these modules: every index is in range by construction, those taken
+   * from buffer contents clamped in the template (kernel.wgsl, "slots"),
+   * for buffers whose sizes tq_run checked (runtime.c, check_launch) and
+   * wg_launch checks the workspace of; every loop is bounded by shapes or
+   * by seq_len(), itself clamped to the capacity.  On Vulkan the driver's
+   * robustBufferAccess (a required feature, which wgpu enables) stays on
+   * beneath. */
+  WGPUShaderModule m = s->trusted
+                           ? wg.DeviceCreateShaderModuleTrusted(
+                                 s->device, &d, WGPUShaderRuntimeChecks_None)
+                           : wg.DeviceCreateShaderModule(s->device, &d);
   *st = pop_scopes(s, msg, msgn);
   free(t);
   if (*st && m) {
@@ -589,12 +680,11 @@ static tq_status wg_compile(void *state, const tq_variant *v,
 static tq_status load_text(wg_state *s, const tq_variant *v, const char *text,
                            size_t n, void **module, char *err, size_t errn);
 
+static void release_stage(wg_module *m, int stage);
+
 static void release_module(wg_module *m) {
   if (!m) return;
-  for (int i = 0; i < TQG_WGSL_STAGES; i++) {
-    if (m->pipe[i]) wg.ComputePipelineRelease(m->pipe[i]);
-    if (m->bgl[i]) wg.BindGroupLayoutRelease(m->bgl[i]);
-  }
+  for (int i = 0; i < TQG_WGSL_STAGES; i++) release_stage(m, i);
   if (m->shader) wg.ShaderModuleRelease(m->shader);
   if (m->tables) wg.BufferRelease(m->tables);
   free(m);
@@ -611,9 +701,10 @@ static WGPUBufferBindingType binding_type(int b) {
   }
 }
 
-/* Layout and pipeline of one stage (entry point). */
-static tq_status make_stage(wg_state *s, wg_module *m, int stage, char *msg,
-                            size_t msgn) {
+/* Layout and pipeline of one stage (entry point); attend_fast is built for
+ * subgroups of sg. */
+static tq_status make_stage(wg_state *s, wg_module *m, int stage, int sg,
+                            char *msg, size_t msgn) {
   WGPUBindGroupLayoutEntry e[TQG_WB_COUNT];
   size_t n = 0;
   uint32_t mask = tqg_wgsl_binding_mask(&m->variant, stage);
@@ -638,6 +729,13 @@ static tq_status make_stage(wg_state *s, wg_module *m, int stage, char *msg,
   cd.layout = pl;
   cd.compute.module = m->shader;
   cd.compute.entryPoint = sv(tqg_wgsl_stage_names[stage]);
+  WGPUConstantEntry c = WGPU_CONSTANT_ENTRY_INIT;
+  if (stage == TQG_WGSL_FAST_STAGE) {
+    c.key = sv(TQG_WGSL_FAST_CONSTANT);
+    c.value = sg;
+    cd.compute.constantCount = 1;
+    cd.compute.constants = &c;
+  }
   m->pipe[stage] = wg.DeviceCreateComputePipeline(s->device, &cd);
   wg.PipelineLayoutRelease(pl);
   tq_status st = pop_scopes(s, msg, msgn);
@@ -648,6 +746,128 @@ static tq_status make_stage(wg_state *s, wg_module *m, int stage, char *msg,
     snprintf(msg, msgn, "%s", tmp);
   }
   return st;
+}
+
+static tq_status read_aligned(wg_state *s, WGPUBuffer src, size_t off,
+                              void *dst, size_t n, char *err, size_t errn);
+
+static void release_stage(wg_module *m, int stage) {
+  if (m->pipe[stage]) wg.ComputePipelineRelease(m->pipe[stage]);
+  if (m->bgl[stage]) wg.BindGroupLayoutRelease(m->bgl[stage]);
+  m->pipe[stage] = NULL;
+  m->bgl[stage] = NULL;
+}
+
+/* attend_fast in probe mode, one workgroup: the subgroup size it ran with
+ * and whether its subgroups were laid out otherwise than it needs. */
+static tq_status fast_probe(wg_state *s, wg_module *m, uint32_t *size,
+                            uint32_t *misfit, char *err, size_t errn) {
+  tqg_wgsl_params p = {.probe = 1};
+  WGPUBufferDescriptor bd = WGPU_BUFFER_DESCRIPTOR_INIT;
+  bd.usage = WGPUBufferUsage_Uniform | WGPUBufferUsage_CopyDst;
+  bd.size = sizeof p;
+  push_scopes(s);
+  WGPUBuffer params = wg.DeviceCreateBuffer(s->device, &bd);
+  wg.QueueWriteBuffer(s->queue, params, 0, &p, sizeof p);
+  bd.usage = WGPUBufferUsage_Storage | WGPUBufferUsage_CopySrc;
+  bd.size = 16;
+  WGPUBuffer out = wg.DeviceCreateBuffer(s->device, &bd);
+  uint32_t mask = tqg_wgsl_binding_mask(&m->variant, TQG_WGSL_FAST_STAGE);
+  WGPUBindGroupEntry e[TQG_WB_COUNT];
+  size_t ne = 0;
+  for (int b = 0; b < TQG_WB_COUNT; b++) {
+    if (!(mask >> b & 1)) continue;
+    WGPUBindGroupEntry x = WGPU_BIND_GROUP_ENTRY_INIT;
+    x.binding = (uint32_t)b;
+    /* The probe reads none but params; a buffer may not be bound both
+     * read-only and writable in one dispatch, so writable ones get out. */
+    x.buffer = b == TQG_WB_PARAMS                                ? params
+               : b == TQG_WB_TABLES                              ? m->tables
+               : tqg_wgsl_binding_type_of(b) == TQG_WGSL_STORAGE ? out
+                                                                 : s->dummy;
+    x.size = WGPU_WHOLE_SIZE;
+    e[ne++] = x;
+  }
+  WGPUBindGroupDescriptor gd = WGPU_BIND_GROUP_DESCRIPTOR_INIT;
+  gd.layout = m->bgl[TQG_WGSL_FAST_STAGE];
+  gd.entryCount = ne;
+  gd.entries = e;
+  WGPUBindGroup group = wg.DeviceCreateBindGroup(s->device, &gd);
+  WGPUCommandEncoder enc = wg.DeviceCreateCommandEncoder(s->device, NULL);
+  WGPUComputePassEncoder pass = wg.CommandEncoderBeginComputePass(enc, NULL);
+  wg.ComputePassEncoderSetPipeline(pass, m->pipe[TQG_WGSL_FAST_STAGE]);
+  wg.ComputePassEncoderSetBindGroup(pass, 0, group, 0, NULL);
+  wg.ComputePassEncoderDispatchWorkgroups(pass, 1, 1, 1);
+  wg.ComputePassEncoderEnd(pass);
+  WGPUCommandBuffer cmd = wg.CommandEncoderFinish(enc, NULL);
+  wg.QueueSubmit(s->queue, 1, &cmd);
+  wg.CommandBufferRelease(cmd);
+  wg.ComputePassEncoderRelease(pass);
+  wg.CommandEncoderRelease(enc);
+  wg.BindGroupRelease(group);
+  wg.BufferRelease(params);
+  char msg[1536] = "";
+  tq_status st = pop_scopes(s, msg, sizeof msg);
+  if (st) snprintf(err, errn, "attend_fast probe: %s", msg);
+  float got[2] = {0, 0};
+  if (!st) st = read_aligned(s, out, 0, got, sizeof got, err, errn);
+  wg.BufferDestroy(out);
+  wg.BufferRelease(out);
+  *size = (uint32_t)got[0];
+  *misfit = (uint32_t)got[1];
+  return st;
+}
+
+/* Decode and prefill's entry: attend_fast where the variant, the module
+ * text and the device allow it, built for s->fast_sg and confirmed by its
+ * probe (a wrong first guess of the size is corrected once, for this and
+ * later modules); else the attend entry.  m->attend_path says which. */
+static tq_status fast_stage(wg_state *s, wg_module *m, const char *text,
+                            size_t n, char *err, size_t errn) {
+  static const char entry[] = "\nfn attend_fast(";
+  const char *why = NULL;
+  char seen[96];
+  if (s->flavour == TQG_WGSL_CORE) {
+    snprintf(m->attend_path, sizeof m->attend_path,
+             "fallback: attend without subgroups (core flavour)");
+    return TQ_OK;
+  }
+  if (!tqg_wgsl_fast(&m->variant)) {
+    snprintf(m->attend_path, sizeof m->attend_path, "attend with subgroups");
+    return TQ_OK;
+  }
+  if (!memmem(text, n, entry, sizeof entry - 1))
+    why = "the module has no attend_fast entry";
+  for (int tries = 0; !why && s->fast_sg && tries < 2; tries++) {
+    int sg = s->fast_sg;
+    char msg[1536] = "";
+    tq_status st = make_stage(s, m, TQG_WGSL_FAST_STAGE, sg, msg, sizeof msg);
+    if (st) {
+      snprintf(err, errn, "%s", msg);
+      return st;
+    }
+    uint32_t got = 0, misfit = 0;
+    if ((st = fast_probe(s, m, &got, &misfit, err, errn))) return st;
+    if (got == (uint32_t)sg && !misfit) {
+      snprintf(m->attend_path, sizeof m->attend_path,
+               "fast attend, subgroups of %d", sg);
+      return TQ_OK;
+    }
+    release_stage(m, TQG_WGSL_FAST_STAGE);
+    if (got != (uint32_t)sg && TQG_WGSL_FAST_OK(got) && !tries) {
+      s->fast_sg = (int)got;
+      continue;
+    }
+    snprintf(seen, sizeof seen, "its probe ran subgroups of %u%s", got,
+             got == (uint32_t)sg ? ", not in aligned runs" : "");
+    why = seen;
+    snprintf(s->fast_why, sizeof s->fast_why, "%s", seen);
+    s->fast_sg = 0;
+  }
+  snprintf(m->attend_path, sizeof m->attend_path,
+           "fallback: attend with subgroups, no fast entry: %s",
+           why ? why : s->fast_why);
+  return TQ_OK;
 }
 
 static tq_status load_text(wg_state *s, const tq_variant *v, const char *text,
@@ -662,7 +882,8 @@ static tq_status load_text(wg_state *s, const tq_variant *v, const char *text,
   m->shader = shader_module(s, text, n, msg, sizeof msg, &st);
   if (st == TQ_ERR_COMPILE) explain(v, s->flavour, NULL, msg, err, errn);
   for (int i = 0; !st && i < TQG_WGSL_STAGES; i++)
-    if ((st = make_stage(s, m, i, msg, sizeof msg)))
+    if (i != TQG_WGSL_FAST_STAGE &&
+        (st = make_stage(s, m, i, 0, msg, sizeof msg)))
       snprintf(err, errn, "%s", msg);
   tqg_wgsl_tables tb;
   if (!st && !(st = tqg_wgsl_tables_init(v, &tb))) {
@@ -673,6 +894,7 @@ static tq_status load_text(wg_state *s, const tq_variant *v, const char *text,
     wg.QueueWriteBuffer(s->queue, m->tables, 0, tb.data, (size_t)tb.n * 4);
     tqg_wgsl_tables_free(&tb);
   }
+  if (!st) st = fast_stage(s, m, text, n, err, errn);
   if (st) {
     if (!err[0]) snprintf(err, errn, "%s", msg);
     release_module(m);
@@ -714,8 +936,15 @@ static tq_status wg_load_aot(void *state, const tq_dispatch_entry *e,
                    errn);
 }
 
+/* Kept bind groups of a module's layouts go with it (a layout's handle
+ * could be reused by the next module's). */
 static void wg_unload(void *state, void *module) {
-  (void)state;
+  wg_state *s = state;
+  wg_module *m = module;
+  for (int i = 0; m && i < WG_GROUPS; i++)
+    for (int k = 0; k < TQG_WGSL_STAGES; k++)
+      if (m->bgl[k] && s->groups[i].layout == m->bgl[k])
+        drop_group(&s->groups[i]);
   release_module(module);
 }
 
@@ -742,8 +971,14 @@ static tq_status wg_alloc(void *state, size_t bytes, void **mem, char *err,
 }
 
 static void wg_free(void *state, void *mem) {
-  (void)state;
+  wg_state *s = state;
   if (!mem) return;
+  for (int i = 0; i < WG_GROUPS; i++)
+    for (int b = 0; b < TQG_WB_COUNT; b++)
+      if (s->groups[i].layout && s->groups[i].buf[b] == mem) {
+        drop_group(&s->groups[i]);
+        break;
+      }
   wg.BufferDestroy(mem);
   wg.BufferRelease(mem);
 }
@@ -854,7 +1089,7 @@ typedef struct wg_step {
 
 /* The launch plan: encode and dequant one workgroup per token; attention
  * (splits, kv heads x row tiles, batch) then reduce (rows, kv heads, batch). */
-static int plan(const tq_variant *v, tq_op op, const tq_kargs *a,
+static int plan(const tq_variant *v, tq_op op, const tq_kargs *a, int fast,
                 tqg_wgsl_params *p, wg_step st[2]) {
   memset(p, 0, sizeof *p);
   p->batch = (uint32_t)a->batch;
@@ -876,7 +1111,7 @@ static int plan(const tq_variant *v, tq_op op, const tq_kargs *a,
   }
   p->splits = (uint32_t)tqg_wgsl_splits(v, op, a->batch, a->kv_heads,
                                         a->n_tokens, capacity_of(v, a));
-  st[0].stage = op == TQ_OP_DECODE ? 1 : 2;
+  st[0].stage = fast ? TQG_WGSL_FAST_STAGE : op == TQ_OP_DECODE ? 1 : 2;
   st[0].grid[0] = p->splits;
   st[0].grid[1] = (uint32_t)a->kv_heads * p->tiles;
   st[0].grid[2] = (uint32_t)a->batch;
@@ -929,6 +1164,42 @@ static WGPUBuffer binding_buffer(wg_state *s, const tq_kargs *a,
   return p ? (WGPUBuffer)p : s->dummy;
 }
 
+/* The bind group of a stage for a launch's buffers: a kept one, else a new
+ * one kept in place of the oldest. */
+static WGPUBindGroup bind_group(wg_state *s, wg_module *m, int stage,
+                                const tq_kargs *a) {
+  uint32_t mask = tqg_wgsl_binding_mask(&m->variant, stage);
+  WGPUBuffer buf[TQG_WB_COUNT] = {0};
+  for (int b = 0; b < TQG_WB_COUNT; b++)
+    if (mask >> b & 1) buf[b] = binding_buffer(s, a, s->params, m->tables, b);
+  for (int i = 0; i < WG_GROUPS; i++)
+    if (s->groups[i].layout == m->bgl[stage] &&
+        !memcmp(s->groups[i].buf, buf, sizeof buf))
+      return s->groups[i].group;
+  WGPUBindGroupEntry e[TQG_WB_COUNT];
+  size_t ne = 0;
+  for (int b = 0; b < TQG_WB_COUNT; b++) {
+    if (!buf[b]) continue;
+    WGPUBindGroupEntry x = WGPU_BIND_GROUP_ENTRY_INIT;
+    x.binding = (uint32_t)b;
+    x.buffer = buf[b];
+    x.size = WGPU_WHOLE_SIZE;
+    e[ne++] = x;
+  }
+  WGPUBindGroupDescriptor gd = WGPU_BIND_GROUP_DESCRIPTOR_INIT;
+  gd.layout = m->bgl[stage];
+  gd.entryCount = ne;
+  gd.entries = e;
+  wg_group *g = &s->groups[s->next_group++ % WG_GROUPS];
+  drop_group(g);
+  g->group = wg.DeviceCreateBindGroup(s->device, &gd);
+  g->layout = m->bgl[stage];
+  memcpy(g->buf, buf, sizeof buf);
+  for (int b = 0; b < TQG_WB_COUNT; b++)
+    if (buf[b]) wg.BufferAddRef(buf[b]);
+  return g->group;
+}
+
 static tq_status wg_launch(void *state, void *module, tq_op op,
                            const tq_kargs *a, char *err, size_t errn) {
   wg_state *s = state;
@@ -947,7 +1218,8 @@ static tq_status wg_launch(void *state, void *module, tq_op op,
   }
   tqg_wgsl_params p;
   wg_step steps[2];
-  int n = plan(&m->variant, op, a, &p, steps);
+  int n =
+      plan(&m->variant, op, a, m->pipe[TQG_WGSL_FAST_STAGE] != NULL, &p, steps);
   for (int i = 0; i < n; i++)
     for (int k = 0; k < 3; k++)
       if (steps[i].grid[k] < 1 || steps[i].grid[k] > 65535) {
@@ -972,34 +1244,14 @@ static tq_status wg_launch(void *state, void *module, tq_op op,
     }
   }
   push_scopes(s);
-  WGPUBufferDescriptor bd = WGPU_BUFFER_DESCRIPTOR_INIT;
-  bd.usage = WGPUBufferUsage_Uniform | WGPUBufferUsage_CopyDst;
-  bd.size = sizeof p;
-  WGPUBuffer params = wg.DeviceCreateBuffer(s->device, &bd);
-  wg.QueueWriteBuffer(s->queue, params, 0, &p, sizeof p);
+  wg.QueueWriteBuffer(s->queue, s->params, 0, &p, sizeof p);
   WGPUCommandEncoder enc = wg.DeviceCreateCommandEncoder(s->device, NULL);
   WGPUComputePassEncoder pass = wg.CommandEncoderBeginComputePass(enc, NULL);
-  WGPUBindGroup groups[2] = {NULL, NULL};
   for (int i = 0; i < n; i++) {
     int stage = steps[i].stage;
-    uint32_t mask = tqg_wgsl_binding_mask(&m->variant, stage);
-    WGPUBindGroupEntry e[TQG_WB_COUNT];
-    size_t ne = 0;
-    for (int b = 0; b < TQG_WB_COUNT; b++) {
-      if (!(mask >> b & 1)) continue;
-      WGPUBindGroupEntry x = WGPU_BIND_GROUP_ENTRY_INIT;
-      x.binding = (uint32_t)b;
-      x.buffer = binding_buffer(s, a, params, m->tables, b);
-      x.size = WGPU_WHOLE_SIZE;
-      e[ne++] = x;
-    }
-    WGPUBindGroupDescriptor gd = WGPU_BIND_GROUP_DESCRIPTOR_INIT;
-    gd.layout = m->bgl[stage];
-    gd.entryCount = ne;
-    gd.entries = e;
-    groups[i] = wg.DeviceCreateBindGroup(s->device, &gd);
     wg.ComputePassEncoderSetPipeline(pass, m->pipe[stage]);
-    wg.ComputePassEncoderSetBindGroup(pass, 0, groups[i], 0, NULL);
+    wg.ComputePassEncoderSetBindGroup(pass, 0, bind_group(s, m, stage, a), 0,
+                                      NULL);
     wg.ComputePassEncoderDispatchWorkgroups(pass, steps[i].grid[0],
                                             steps[i].grid[1], steps[i].grid[2]);
   }
@@ -1009,12 +1261,11 @@ static tq_status wg_launch(void *state, void *module, tq_op op,
   wg.CommandBufferRelease(cmd);
   wg.ComputePassEncoderRelease(pass);
   wg.CommandEncoderRelease(enc);
-  for (int i = 0; i < n; i++)
-    if (groups[i]) wg.BindGroupRelease(groups[i]);
-  wg.BufferRelease(params);
   char msg[1536] = "";
   tq_status st = pop_scopes(s, msg, sizeof msg);
   if (st) {
+    /* A bind group made in this launch may be the invalid one. */
+    for (int i = 0; i < WG_GROUPS; i++) drop_group(&s->groups[i]);
     snprintf(err, errn, "%s", msg);
     return TQ_ERR_INVALID;
   }
@@ -1035,6 +1286,12 @@ static tq_status wg_sync(void *state, char *err, size_t errn) {
     return TQ_ERR_INVALID;
   }
   return TQ_OK;
+}
+
+static const char *wg_kernel_path(void *state, void *module, tq_op op) {
+  (void)state;
+  wg_module *m = module;
+  return op == TQ_OP_DECODE || op == TQ_OP_PREFILL ? m->attend_path : NULL;
 }
 
 /* ---- generation-time validation ------------------------------------- */
@@ -1104,5 +1361,6 @@ const tq_backend_ops tq_backend_wgsl = {
     .workspace = wg_workspace,
     .launch = wg_launch,
     .sync = wg_sync,
+    .path = wg_kernel_path,
 };
 #endif

@@ -52,7 +52,7 @@ tqg_wgsl_binding_type tqg_wgsl_binding_type_of(int b) {
 }
 
 const char *const tqg_wgsl_stage_names[TQG_WGSL_STAGES] = {
-    "encode", "decode", "prefill", "reduce", "dequant"};
+    "encode", "decode", "prefill", "reduce", "dequant", "attend_fast"};
 
 #define BIT(b) (1u << (b))
 uint32_t tqg_wgsl_binding_mask(const tq_variant *v, int stage) {
@@ -65,6 +65,7 @@ uint32_t tqg_wgsl_binding_mask(const tq_variant *v, int stage) {
       return cache | BIT(TQG_WB_SEQ_LENS) | BIT(TQG_WB_K) | BIT(TQG_WB_V);
     case 1:
     case 2:
+    case TQG_WGSL_FAST_STAGE:
       return cache | BIT(TQG_WB_SEQ_LENS) | BIT(TQG_WB_Q) |
              BIT(TQG_WB_WORKSPACE);
     case 3:
@@ -75,6 +76,23 @@ uint32_t tqg_wgsl_binding_mask(const tq_variant *v, int stage) {
     default:
       return 0;
   }
+}
+
+int tqg_wgsl_fast(const tq_variant *variant) {
+  tq_variant normal = *variant, *v = &normal;
+  tqg_variant_normalize(v);
+  int kb = v->key_bits - (v->qjl ? 1 : 0), d = v->head_dim;
+  return v->outlier_count == 0 && !v->qjl && v->value_method == TQ_VALUE_TQ &&
+         (kb == 2 || kb == 4) && (v->value_bits == 2 || v->value_bits == 4) &&
+         d >= 32 && d <= 128 && (d & (d - 1)) == 0 &&
+         (v->layout != TQ_PAGED || v->block_size % 32 == 0 ||
+          32 % v->block_size == 0);
+}
+
+int tqg_wgsl_has_stage(const tq_variant *v, tqg_wgsl_flavour f, int stage) {
+  if (stage == TQG_WGSL_FAST_STAGE)
+    return f == TQG_WGSL_F16SG && tqg_wgsl_fast(v);
+  return stage >= 0 && stage < TQG_WGSL_STAGES;
 }
 
 /* ---- tables ------------------------------------------------------------ */
@@ -329,6 +347,7 @@ tq_status tqg_emit_wgsl(const tq_variant *variant, tqg_wgsl_flavour flavour,
   tqg_value_layout(v, &val);
   tqg_variant_name(v, name, sizeof name);
   int sg = flavour == TQG_WGSL_F16SG;
+  int fast = tqg_wgsl_has_stage(v, flavour, TQG_WGSL_FAST_STAGE);
   int o = v->outlier_count, oq = o && v->outlier_bits != TQ_OUTLIER_F16;
 
   tqg_source_mark(s, "emitter", 0);
@@ -339,14 +358,18 @@ tq_status tqg_emit_wgsl(const tq_variant *variant, tqg_wgsl_flavour flavour,
       "// flavour  %s%s\n"
       "// from     %s\n"
       "// backend  wgsl; entry points encode, decode, prefill, reduce, "
-      "dequant\n"
+      "dequant%s\n"
       "// slot     key %d bytes, value %d bytes; %.3f bits per coordinate\n"
       "// tables   binding 1 holds %u f32 (codebooks, rotations, QJL), built\n"
       "//          from the variant by the runtime or the JS module\n",
       TQ_GENERATOR_VERSION, name, (unsigned long long)tqg_variant_hash(v),
       tqg_wgsl_flavour_name(flavour),
       sg ? " (needs the shader-f16 and subgroups features)" : " (WebGPU core)",
-      origin, k.bytes, val.bytes, tqg_bits_per_coord(v), tb.n);
+      origin,
+      fast ? ",\n//          attend_fast (override " TQG_WGSL_FAST_CONSTANT
+             ": the subgroup size, 8, 16 or 32)"
+           : "",
+      k.bytes, val.bytes, tqg_bits_per_coord(v), tb.n);
   if (sg) tqg_source_puts(s, "enable f16;\nenable subgroups;\n");
   tqg_source_puts(s, "\n// ---- variant constants\n");
   const char *act = v->dtype == TQ_F32         ? "f32"
@@ -409,6 +432,7 @@ tq_status tqg_emit_wgsl(const tq_variant *variant, tqg_wgsl_flavour flavour,
 
   const cond c[] = {
       {"SG", sg},
+      {"FAST", fast},
       {"PAGED", v->layout == TQ_PAGED},
       {"ACT_F32", v->dtype == TQ_F32},
       {"ACT_F16", sg && v->dtype == TQ_F16},

@@ -54,17 +54,35 @@ tqg_wgsl_binding_type tqg_wgsl_binding_type_of(int binding);
 /* "params", "tables", "k_cache", ... (the tq_kargs field names). */
 const char *tqg_wgsl_binding_name(int binding);
 
-/* Entry points of a module: encode, decode, prefill, reduce, dequant. */
-#define TQG_WGSL_STAGES 5
+/* Entry points of a module: encode, decode, prefill, reduce, dequant, and
+ * attend_fast (TQG_WGSL_FAST_STAGE, decode and prefill on subgroup workers)
+ * in the f16sg flavour of the variants tqg_wgsl_fast accepts. */
+#define TQG_WGSL_STAGES 6
+#define TQG_WGSL_FAST_STAGE 5
 extern const char *const tqg_wgsl_stage_names[TQG_WGSL_STAGES];
 /* Bit i set: the stage uses binding i (depends on the layout: paged). */
 uint32_t tqg_wgsl_binding_mask(const tq_variant *v, int stage);
+
+/* Does the variant have the fast attend entry?  The CUDA fast path's
+ * condition: no outliers, no QJL, TurboQuant values, 2- or 4-bit keys and
+ * values, head_dim a power of two 32..128, paged blocks a multiple or
+ * divisor of 32. */
+int tqg_wgsl_fast(const tq_variant *v);
+/* Does the module of flavour f have entry point `stage`? */
+int tqg_wgsl_has_stage(const tq_variant *v, tqg_wgsl_flavour f, int stage);
+/* The fast entry is specialized, through its override constant TQ_SG, for
+ * one subgroup size of these (a lane's value channels stay at most 16);
+ * its workgroup is TQG_WGSL_FAST_WORKERS subgroups. */
+#define TQG_WGSL_FAST_OK(n) ((n) == 8 || (n) == 16 || (n) == 32)
+#define TQG_WGSL_FAST_WORKERS 4
+#define TQG_WGSL_FAST_CONSTANT "TQ_SG"
 
 /* The uniform block, as kernel.wgsl's struct Params. */
 typedef struct tqg_wgsl_params {
   uint32_t batch, kv_heads, n_tokens, capacity, num_blocks, max_blocks;
   float sm_scale;
-  uint32_t splits, has_perm, rows, tiles, pad;
+  uint32_t splits, has_perm, rows, tiles;
+  uint32_t probe; /* attend_fast: 1 reports its subgroup layout in WS[0..1] */
 } tqg_wgsl_params;
 
 /* Floats of the tables buffer and where each table starts. */

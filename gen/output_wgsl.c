@@ -160,17 +160,25 @@ static void js_variant_head(tqg_source *s, const tq_variant *v,
       v->block_size, k.bytes, val.bytes, tables);
 }
 
+/* A stage's entry: attend_fast's workgroup is subgroupWorkers subgroups
+ * (createKernel sets its size through the override `constant`). */
 static void js_stages(tqg_source *s, const tq_variant *v, const char *key,
-                      const char *flavour) {
-  tqg_source_printf(s, "      %s: { code: WGSL[\"%s\"], stages: {\n", flavour,
-                    key);
+                      tqg_wgsl_flavour fl) {
+  tqg_source_printf(s, "      %s: { code: WGSL[\"%s\"], stages: {\n",
+                    tqg_wgsl_flavour_name(fl), key);
   for (int st = 0; st < TQG_WGSL_STAGES; st++) {
+    if (!tqg_wgsl_has_stage(v, fl, st)) continue;
     uint32_t mask = tqg_wgsl_binding_mask(v, st);
-    tqg_source_printf(s,
-                      "        %s: { entryPoint: \"%s\", workgroupSize: [%d, "
-                      "1, 1], bindings: [",
-                      tqg_wgsl_stage_names[st], tqg_wgsl_stage_names[st],
-                      TQG_WGSL_WORKGROUP);
+    tqg_source_printf(s, "        %s: { entryPoint: \"%s\", ",
+                      tqg_wgsl_stage_names[st], tqg_wgsl_stage_names[st]);
+    if (st == TQG_WGSL_FAST_STAGE)
+      tqg_source_printf(s,
+                        "workgroupSize: null, subgroupWorkers: %d, "
+                        "constant: \"%s\", bindings: [",
+                        TQG_WGSL_FAST_WORKERS, TQG_WGSL_FAST_CONSTANT);
+    else
+      tqg_source_printf(s, "workgroupSize: [%d, 1, 1], bindings: [",
+                        TQG_WGSL_WORKGROUP);
     for (int b = 0, first = 1; b < TQG_WB_COUNT; b++)
       if (mask >> b & 1) {
         tqg_source_printf(s, "%s%d", first ? "" : ", ", b);
@@ -210,6 +218,7 @@ tq_status tqg_wgsl_output_variant(tqg_wgsl_output *w, const tq_variant *v,
     if (!st) {
       cJSON_AddItemToArray(files, cJSON_CreateString(rel));
       for (int s = 0; s < TQG_WGSL_STAGES; s++) {
+        if (!tqg_wgsl_has_stage(v, fl, s)) continue;
         cJSON *kj = cJSON_CreateObject();
         cJSON_AddStringToObject(kj, "op", tqg_wgsl_stage_names[s]);
         cJSON_AddStringToObject(kj, "backend", "wgsl");
@@ -227,15 +236,16 @@ tq_status tqg_wgsl_output_variant(tqg_wgsl_output *w, const tq_variant *v,
       tqg_source_printf(&w->wgsl_js, "  \"%s\": ", key);
       js_string(&w->wgsl_js, src.text, src.len);
       tqg_source_puts(&w->wgsl_js, ",\n");
-      js_stages(&w->js, v, key, fn);
+      js_stages(&w->js, v, key, fl);
     }
     tqg_source_free(&src);
   }
   if (st) return st;
   tqg_source_puts(&w->js, "    },\n  },\n");
   /* The entry's shaders: every stage of every flavour, "<flavour>/<stage>",
-   * all stages of a flavour in one module of WGSL text.  Its binary is the
-   * tables buffer's contents. */
+   * all stages of a flavour in one module of WGSL text (attend_fast's
+   * workgroup size 0: 4 subgroups, sized at pipeline creation).  Its binary
+   * is the tables buffer's contents. */
   tqg_wgsl_tables t;
   if ((st = tqg_wgsl_tables_init(v, &t))) return st;
   snprintf(tables_name, namen, "tq_wgsl_tables_%d", index);
@@ -248,18 +258,20 @@ tq_status tqg_wgsl_output_variant(tqg_wgsl_output *w, const tq_variant *v,
   snprintf(shaders_name, namen, "tq_wgsl_%d", index);
   tqg_source_printf(head, "static const tq_dispatch_shader %s[] = {\n",
                     shaders_name);
+  *n_shaders = 0;
   for (int f = 0; f < w->flavours; f++)
     for (int s = 0; s < TQG_WGSL_STAGES; s++) {
       const char *fn = tqg_wgsl_flavour_name((tqg_wgsl_flavour)f);
+      if (!tqg_wgsl_has_stage(v, (tqg_wgsl_flavour)f, s)) continue;
       tqg_source_printf(head,
                         "  {\"%s/%s\", tq_wgsl_%d_%s, sizeof tq_wgsl_%d_%s - "
                         "1, {%d, 1, 1}, 0, 0x%03x},\n",
                         fn, tqg_wgsl_stage_names[s], index, fn, index, fn,
-                        TQG_WGSL_WORKGROUP,
+                        s == TQG_WGSL_FAST_STAGE ? 0 : TQG_WGSL_WORKGROUP,
                         (unsigned)tqg_wgsl_binding_mask(v, s));
+      ++*n_shaders;
     }
   tqg_source_puts(head, "};\n\n");
-  *n_shaders = w->flavours * TQG_WGSL_STAGES;
   return head->oom || w->js.oom ? TQ_ERR_NOMEM : TQ_OK;
 }
 

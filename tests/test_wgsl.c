@@ -1,7 +1,8 @@
 /* test_wgsl.c - the WebGPU backend: every op of every variant of every
  * shipped spec, in both WGSL flavours (core, f16sg), against the reference
  * (tq_verify: fresh random inputs, poisoned outputs), a few long contexts,
- * and a broken template line reported at its generated and template line.
+ * the fast attend entry's shapes and its fallback, and a broken template
+ * line reported at its generated and template line.
  *
  * usage: test_wgsl SOURCE_DIR REQUIRE [SUBSET]
  * REQUIRE is 1 when the build has the WebGPU headers: then a missing
@@ -128,7 +129,7 @@ static void check_error(tq_wgsl_validator *val) {
 
 static void verify_all(tq_backend *be, const char *flavour,
                        const tq_variant *const *v, int n) {
-  int ran = 0, failed = 0;
+  int ran = 0, failed = 0, fast = 0, attend = 0;
   double worst[TQ_OP_COUNT] = {0}, t0 = now();
   for (int i = 0; i < n; i++) {
     char name[160];
@@ -145,6 +146,10 @@ static void verify_all(tq_backend *be, const char *flavour,
       }
       ran++;
       CHECK(r.passed);
+      if (op == TQ_OP_DECODE || op == TQ_OP_PREFILL) {
+        attend++;
+        fast += r.path && !strncmp(r.path, "fast attend", 11);
+      }
       double e = op == TQ_OP_ENCODE ? r.index_mismatch : r.rel_l2;
       if (e / r.tolerance > worst[op]) worst[op] = e / r.tolerance;
       if (!r.passed) {
@@ -157,9 +162,10 @@ static void verify_all(tq_backend *be, const char *flavour,
   CHECK(ran == n * TQ_OP_COUNT);
   printf(
       "%s: %d variants, %d kernels verified, %d failed (%.1f s); worst "
-      "error / tolerance: encode %.2f decode %.2f prefill %.2f dequant %.2f\n",
+      "error / tolerance: encode %.2f decode %.2f prefill %.2f dequant %.2f; "
+      "%d of %d decode/prefill kernels ran the fast attend entry\n",
       flavour, n, ran, failed, now() - t0, worst[0], worst[1], worst[2],
-      worst[3]);
+      worst[3], fast, attend);
 }
 
 /* Long contexts (many splits, several tiles per split) and multi-token
@@ -190,6 +196,99 @@ static void verify_long(tq_backend *be, const char *flavour) {
           r.tolerance);
     }
   }
+}
+
+/* The fast attend entry where the device runs it (lavapipe: subgroups of 8
+ * with AVX2, of 4 without, a size the entry does not serve): decode at 20K
+ * tokens with 1 and 8 query tokens on 16-token pages (head_dim 128, 4-bit
+ * values: two index words a lane on 8-wide subgroups); the shapes whose
+ * lanes take several tokens per value step (head_dim 64 and 32 with 2-bit
+ * values), 2-bit keys, pages of 4 tokens (several pages a chunk) and of
+ * 64, group 3 (a row of the tile empty), contiguous f32 and bf16; then
+ * TQ_WGSL_FAST=0, which must say it ran the fallback.  Every path is
+ * checked, so a fallback never passes for the fast entry. */
+static void fast_path(tq_backend *be) {
+  tq_variant v;
+  tqg_variant_default(&v);
+  v.group = 4;
+  v.layout = TQ_PAGED;
+  v.block_size = 16;
+  CHECK(tqg_wgsl_fast(&v));
+  tq_kernel *k = NULL;
+  CHECK(tq_get_kernel(be, &v, TQ_OP_DECODE, &k) == TQ_OK);
+  const char *path = k ? tq_kernel_path(k) : NULL;
+  CHECK(path != NULL);
+  char want[96];
+  snprintf(want, sizeof want, "%s", path ? path : "?");
+  int on = !strncmp(want, "fast attend, subgroups of ", 26);
+  printf("fast attend entry: %s\n", on ? want : "NOT RUN on this device");
+  if (!on) printf("  (%s)\n", want);
+  for (int q = 1; q <= 8; q += 7) {
+    tq_verify_options o = {
+        .batch = 2, .kv_heads = 2, .n_tokens = q, .context = 20000};
+    tq_verify_result r;
+    double t0 = now();
+    tq_status st = tq_verify(be, &v, TQ_OP_DECODE, &o, &r);
+    CHECK(st == TQ_OK && r.passed);
+    CHECK(!st && r.path && !strcmp(r.path, want));
+    printf(
+        "fast decode, context %d, q_len %d: rel_l2 %.3g (tolerance %.1g) "
+        "[%s], %.1f s\n",
+        o.context, q, st ? -1.0 : r.rel_l2, r.tolerance,
+        !st && r.path ? r.path : "?", now() - t0);
+  }
+  static const int shapes[][7] = {
+      /* d, g, kb, vb, block (0: contiguous), dtype, n_tokens */
+      {64, 4, 2, 2, 8, TQ_F16, 1},   {32, 8, 4, 2, 32, TQ_F16, 3},
+      {64, 3, 4, 4, 64, TQ_F32, 1},  {128, 4, 2, 2, 4, TQ_F16, 2},
+      {128, 2, 4, 4, 0, TQ_BF16, 5}, {64, 4, 4, 2, 0, TQ_F32, 1}};
+  for (int i = 0; i < 6; i++) {
+    tq_variant x;
+    tqg_variant_default(&x);
+    x.head_dim = shapes[i][0];
+    x.group = shapes[i][1];
+    x.key_bits = shapes[i][2];
+    x.value_bits = shapes[i][3];
+    x.layout = shapes[i][4] ? TQ_PAGED : TQ_CONTIGUOUS;
+    x.block_size = shapes[i][4] ? shapes[i][4] : x.block_size;
+    x.dtype = (tq_dtype)shapes[i][5];
+    CHECK(tqg_wgsl_fast(&x));
+    char name[160];
+    tqg_variant_name(&x, name, sizeof name);
+    for (int op = TQ_OP_DECODE; op <= TQ_OP_PREFILL; op++) {
+      /* Decode at 12K: 64 splits of 192 tokens, so on subgroups of 8 to 32
+       * a worker takes several chunks (the rescaling between them runs). */
+      tq_verify_options o = {
+          .batch = 1,
+          .kv_heads = 2,
+          .context = op == TQ_OP_DECODE ? 12000 : 1000,
+          .n_tokens = op == TQ_OP_DECODE ? shapes[i][6] : 40};
+      tq_verify_result r;
+      tq_status st = tq_verify(be, &x, (tq_op)op, &o, &r);
+      CHECK(st == TQ_OK && r.passed);
+      CHECK(!st && r.path && !strcmp(r.path, want));
+      printf("fast %s %s: rel_l2 %.3g (tolerance %.1g) [%s]\n", name,
+             tqg_op_name((tq_op)op), st ? -1.0 : r.rel_l2, r.tolerance,
+             !st && r.path ? r.path : "?");
+    }
+  }
+  /* Off by request: the attend entry with subgroups runs, and says so. */
+  char err[1024];
+  tq_backend *off;
+  setenv("TQ_WGSL_FAST", "0", 1);
+  tq_status st = tq_open("wgsl", &off, err, sizeof err);
+  unsetenv("TQ_WGSL_FAST");
+  CHECK(st == TQ_OK);
+  if (st) return;
+  tq_verify_options o = {
+      .batch = 1, .kv_heads = 2, .n_tokens = 8, .context = 3000};
+  tq_verify_result r;
+  st = tq_verify(off, &v, TQ_OP_DECODE, &o, &r);
+  CHECK(st == TQ_OK && r.passed);
+  CHECK(!st && r.path && !strncmp(r.path, "fallback", 8));
+  printf("fast attend off: %s [%s]\n", !st && r.passed ? "pass" : "FAIL",
+         !st && r.path ? r.path : "?");
+  tq_close(off);
 }
 
 int main(int argc, char **argv) {
@@ -242,6 +341,7 @@ int main(int argc, char **argv) {
     else
       verify_all(be, flavour, variants, n);
     verify_long(be, flavour);
+    if (f == TQG_WGSL_F16SG) fast_path(be);
     tq_close(be);
   }
   unsetenv("TQ_WGSL_FLAVOUR");

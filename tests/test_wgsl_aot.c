@@ -7,9 +7,11 @@
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 #include "core.h"
+#include "emit_wgsl.h"
 #include "tq.h"
 #include "wgsl_aot_dispatch.h"
 
@@ -30,7 +32,8 @@ int main(int argc, char **argv) {
     CHECK(tq_register(be, &tq_dispatch_wgsl_aot) == TQ_OK);
     for (int i = 0; i < tq_dispatch_wgsl_aot.count; i++) {
       const tq_dispatch_entry *e = &tq_dispatch_wgsl_aot.entries[i];
-      CHECK(e->shader_count == 10); /* 5 stages x 2 flavours */
+      /* 5 stages x 2 flavours, and f16sg's attend_fast where it applies */
+      CHECK(e->shader_count == 10 + tqg_wgsl_fast(&e->variant));
       for (int op = 0; op < TQ_OP_COUNT; op++) {
         tq_verify_result r;
         st = tq_verify(be, &e->variant, (tq_op)op, NULL, &r);
@@ -42,9 +45,11 @@ int main(int argc, char **argv) {
         }
         CHECK(r.passed);
         CHECK(r.origin && !strcmp(r.origin, "aot"));
-        printf("%s %-6s %-8s from %s: %s (%.3g, tol %.1g)\n", flavour, e->name,
-               tqg_op_name((tq_op)op), r.origin, r.passed ? "pass" : "FAIL",
-               op == TQ_OP_ENCODE ? r.index_mismatch : r.rel_l2, r.tolerance);
+        printf("%s %-6s %-8s from %s: %s (%.3g, tol %.1g)%s%s%s\n", flavour,
+               e->name, tqg_op_name((tq_op)op), r.origin,
+               r.passed ? "pass" : "FAIL",
+               op == TQ_OP_ENCODE ? r.index_mismatch : r.rel_l2, r.tolerance,
+               r.path ? " [" : "", r.path ? r.path : "", r.path ? "]" : "");
       }
     }
     tq_close(be);

@@ -5,11 +5,13 @@
 // and keeps or drops the lines between //#if KEY ... //#else ... //#endif
 // (a dropped line becomes an empty line, so line N here is line N of the
 // template part of every generated file).  Keys: SG (the f16 + subgroups
-// flavour), PAGED, and the activation storage: ACT_F32, ACT_F16 (native
+// flavour), FAST (the SG flavour of a variant the fast attend entry
+// serves), PAGED, and the activation storage: ACT_F32, ACT_F16 (native
 // f16 arrays, SG flavour only), ACT_PACKED (two 16-bit values per u32,
 // ACT_BF16 telling bf16 from f16).
 //
-// Entry points: encode, decode, prefill, reduce, dequant.  The packed cache
+// Entry points: encode, decode, prefill, reduce, dequant, and with FAST
+// attend_fast (decode and prefill on subgroup workers).  The packed cache
 // is array<u32> (WGSL has no 8-bit storage); every slot and part starts on
 // a word.  Codebooks, rotations and the QJL projection live in one f32
 // storage buffer (TB) the runtime fills from the variant, because WGSL
@@ -30,7 +32,7 @@ struct Params {
   has_perm: u32,
   rows: u32,   // n_tokens * TQ_G: query rows per kv head
   tiles: u32,  // row tiles of TQ_RQ rows
-  pad: u32,
+  probe: u32,  // attend_fast: 1 reports the subgroup layout instead of attending
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -145,21 +147,40 @@ fn st2_out(i: u32, a: f32, b: f32) { OUT[i >> 1u] = pack_act(a, b); }
 //#endif
 
 // ---- slots ------------------------------------------------------------
-// First word of the slot of token t of (sequence b, kv head h).
-fn slot_word(b: u32, h: u32, t: u32, words: u32) -> u32 {
+// Indices taken from buffer contents (seq_lens, block_table, channel_perm)
+// are clamped to the shapes the runtime checked the buffers against, so
+// every access stays in its buffer whatever they hold: the runtime builds
+// its modules without wgpu's bounds checks (backends/wgsl.c).
+
+// Tokens sequence b's cache holds.
+fn capacity() -> u32 {
 //#if PAGED
-  let blk = u32(BT[b * P.max_blocks + t / TQ_BLOCK]);
-  return ((blk * P.kv_heads + h) * TQ_BLOCK + t % TQ_BLOCK) * words;
+  return P.max_blocks * TQ_BLOCK;
 //#else
-  return ((b * P.kv_heads + h) * P.capacity + t) * words;
+  return P.capacity;
 //#endif
 }
 
-// Channel i of kv head h's order (docs/FORMAT.md: outliers first).
+// Tokens of sequence b, at most the capacity: loops over the context end.
+fn seq_len(b: u32) -> u32 { return min(u32(LENS[b]), capacity()); }
+
+// First word of the slot of token t of (sequence b, kv head h).
+fn slot_word(b: u32, h: u32, t: u32, words: u32) -> u32 {
+  let tc = min(t, capacity() - 1u);
+//#if PAGED
+  let blk = min(u32(BT[b * P.max_blocks + tc / TQ_BLOCK]), P.num_blocks - 1u);
+  return ((blk * P.kv_heads + h) * TQ_BLOCK + tc % TQ_BLOCK) * words;
+//#else
+  return ((b * P.kv_heads + h) * P.capacity + tc) * words;
+//#endif
+}
+
+// Channel i of kv head h's order (docs/FORMAT.md: outliers first).  Kept
+// below TQ_D whatever the buffer holds: it indexes workgroup arrays.
 fn chan(h: u32, i: u32) -> u32 {
   if (P.has_perm == 0u) { return i; }
   let e = h * TQ_D + i;
-  return (PERM[e >> 1u] >> (16u * (e & 1u))) & 0xFFFFu;
+  return min((PERM[e >> 1u] >> (16u * (e & 1u))) & 0xFFFFu, TQ_D - 1u);
 }
 
 // Index j of width bits from a packed block starting at word w of KC / VC.
@@ -181,10 +202,11 @@ fn vc_index(w: u32, j: u32, bits: u32) -> u32 {
 }
 
 // ---- workgroup helpers ------------------------------------------------
-fn load_codebooks(lid: u32) {
-  for (var i = lid; i < TQ_KL; i += TQ_WG) { CB[CB_K + i] = TB[TB_KCB + i]; }
-  for (var i = lid; i < TQ_VL; i += TQ_WG) { CB[CB_V + i] = TB[TB_VCB + i]; }
-  for (var i = lid; i < TQ_OL; i += TQ_WG) { CB[CB_O + i] = TB[TB_OCB + i]; }
+// nt: invocations of the workgroup (TQ_WG, or attend_fast's TQ_FWG).
+fn load_codebooks(lid: u32, nt: u32) {
+  for (var i = lid; i < TQ_KL; i += nt) { CB[CB_K + i] = TB[TB_KCB + i]; }
+  for (var i = lid; i < TQ_VL; i += nt) { CB[CB_V + i] = TB[TB_VCB + i]; }
+  for (var i = lid; i < TQ_OL; i += nt) { CB[CB_O + i] = TB[TB_OCB + i]; }
   workgroupBarrier();
 }
 
@@ -542,13 +564,19 @@ fn value_at(tt: u32, j: u32) -> f32 {
   return bitcast<f32>(sv[base + TQ_V_OUT_SCALE]) * CB[CB_O + (v & ((1u << TQ_OBQ) - 1u))];
 }
 
+// First element of query row `row` (token row / TQ_G, q head h * TQ_G +
+// row % TQ_G) of sequence b in Q.
+fn q_at(b: u32, h: u32, row: u32) -> u32 {
+  let tok = row / TQ_G;
+  return ((b * P.n_tokens + tok) * P.kv_heads * TQ_G + h * TQ_G + row % TQ_G) * TQ_D;
+}
+
 // Rotates (and scales) the workgroup's four query rows into q4, qo4, qs4.
 fn prepare_rows(b: u32, h: u32, r0: u32, lid: u32) {
   for (var r = 0u; r < 4u; r++) {
     let row = r0 + r;
     let live = row < P.rows;
-    let tok = row / TQ_G;
-    let at = ((b * P.n_tokens + tok) * P.kv_heads * TQ_G + h * TQ_G + row % TQ_G) * TQ_D;
+    let at = q_at(b, h, row);
     workgroupBarrier();
     for (var j = lid; j < TQ_M; j += TQ_WG) {
       rot_a[j] = select(0.0, P.sm_scale * ld_q(at + chan(h, TQ_O + j)), live);
@@ -585,9 +613,9 @@ fn attend(wid: vec3<u32>, lid: u32, sgi: u32) {
   let b = wid.z;
   let h = wid.y / P.tiles;
   let r0 = (wid.y % P.tiles) * 4u;
-  load_codebooks(lid);
+  load_codebooks(lid, TQ_WG);
   prepare_rows(b, h, r0, lid);
-  let len = u32(LENS[b]);
+  let len = seq_len(b);
   // Query row r sees tokens 0 .. ctx[r] - 1 (0 for rows past the end).
   var ctx = vec4<u32>(0u);
   for (var r = 0u; r < 4u; r++) {
@@ -671,6 +699,294 @@ fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 fn prefill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) { attend(wid, lid, 0u); }
 //#endif
 
+//#if FAST
+// ---- fast attend ------------------------------------------------------
+// The design of the CUDA fast path (tq_attend_fast in
+// templates/cuda/kernel.cu), for the variants it serves: no outliers, no
+// QJL, TurboQuant values, 2- or 4-bit keys and values, head_dim a power of
+// two 32..128, pages a multiple or divisor of 32.  The pipeline is built
+// for one subgroup size TQ_SG (8, 16 or 32: an override constant the
+// runtime sets to what the device runs, after checking it with the
+// entry's own probe) and the workgroup is TQ_FW subgroups.  Each subgroup
+// is an independent flash-decoding worker over chunks of TQ_SG tokens:
+//  - every lane scores one token, reading its key slot straight from the
+//    cache, against the four query rows, read as broadcast vec4s, from the
+//    4- or 16-entry codebook;
+//  - the softmax maximum is the subgroup's (lanes' sums are only rescaled);
+//  - values are read straight from the cache too: a lane owns index words
+//    (8 or 16 channels each) of one token at a time and all four rows, the
+//    weights arriving by subgroup shuffle from the lane that scored it.
+// The chunk loop has no workgroup barrier.  (WGSL has no subgroup barrier:
+// copying each chunk's key slots into workgroup memory, as the CUDA kernel
+// does, needs two workgroup barriers a round, and measured slower on an
+// H100 than these direct reads.)  The workers merge once at the end into
+// the partial state reduce reads.  No register array is indexed by a loop
+// counter (naga unrolls nothing; such an array would live in memory).
+const TQ_FW: u32 = 4u;                 // workers (subgroups) per workgroup
+const TQ_KW: u32 = TQ_D * TQ_KB / 32u; // index words of a key
+const TQ_VW: u32 = TQ_D * TQ_VB / 32u; // index words of a value
+const TQ_VCH: u32 = 32u / TQ_VB;       // value channels of one index word
+override TQ_SG: u32 = 32u;             // lanes of a worker, tokens of a chunk
+override TQ_FWG: u32 = TQ_FW * TQ_SG;  // invocations per workgroup
+// Values: per step a lane takes TQ_VWPL words of one token and the
+// subgroup TQ_VTPS tokens (one of the two is 1; TQ_VWPL is at most 2 on
+// subgroups of 8 or more).  Its channels: 8 in fa0, and 8 more in fa1 for
+// 2-bit values (16 a word) or a second word.
+override TQ_VTPS: u32 = max(1u, TQ_SG / TQ_VW);
+override TQ_VWPL: u32 = max(1u, TQ_VW / TQ_SG);
+override TQ_FA1: bool = TQ_VB == 2u || TQ_VWPL == 2u;
+//#if PAGED
+override TQ_FRUN: u32 = min(TQ_BLOCK, TQ_SG); // slots of a chunk in one page
+//#else
+override TQ_FRUN: u32 = TQ_SG;
+//#endif
+
+var<workgroup> f_acc: array<f32, TQ_FW * TQ_D>; // one row of every worker, merging
+var<workgroup> f_m: array<vec4<f32>, TQ_FW>; // each worker's maximum and sum
+var<workgroup> f_l: array<vec4<f32>, TQ_FW>;
+var<workgroup> f_misfit: u32;
+
+// Scores of 8 key channels (index width TQ_KB from bit 0 of x) against
+// query channels j .. j + 7 of the four rows.
+fn fast_kdot8(x: u32, j: u32) -> vec4<f32> {
+  const M = (1u << TQ_KB) - 1u;
+  return q4[j] * CB[CB_K + (x & M)] + q4[j + 1u] * CB[CB_K + ((x >> TQ_KB) & M)] +
+         q4[j + 2u] * CB[CB_K + ((x >> (2u * TQ_KB)) & M)] +
+         q4[j + 3u] * CB[CB_K + ((x >> (3u * TQ_KB)) & M)] +
+         q4[j + 4u] * CB[CB_K + ((x >> (4u * TQ_KB)) & M)] +
+         q4[j + 5u] * CB[CB_K + ((x >> (5u * TQ_KB)) & M)] +
+         q4[j + 6u] * CB[CB_K + ((x >> (6u * TQ_KB)) & M)] +
+         q4[j + 7u] * CB[CB_K + ((x >> (7u * TQ_KB)) & M)];
+}
+
+// Scores of key index word x, the channels from j.
+fn fast_kdot(x: u32, j: u32) -> vec4<f32> {
+  if (TQ_KB == 2u) { return fast_kdot8(x, j) + fast_kdot8(x >> 16u, j + 8u); }
+  return fast_kdot8(x, j);
+}
+
+// Eight value channels of the four rows.  Accumulators pass by value,
+// never through pointers: as plain values they stay in registers, where an
+// array behind a function's pointer argument can be left in memory.
+struct Acc8 {
+  c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>,
+  c4: vec4<f32>, c5: vec4<f32>, c6: vec4<f32>, c7: vec4<f32>,
+}
+
+// a + p * the value centroids of x (8 indices of width TQ_VB from bit 0).
+fn fast_vacc8(a: Acc8, x: u32, p: vec4<f32>) -> Acc8 {
+  const M = (1u << TQ_VB) - 1u;
+  return Acc8(a.c0 + p * CB[CB_V + (x & M)], a.c1 + p * CB[CB_V + ((x >> TQ_VB) & M)],
+              a.c2 + p * CB[CB_V + ((x >> (2u * TQ_VB)) & M)],
+              a.c3 + p * CB[CB_V + ((x >> (3u * TQ_VB)) & M)],
+              a.c4 + p * CB[CB_V + ((x >> (4u * TQ_VB)) & M)],
+              a.c5 + p * CB[CB_V + ((x >> (5u * TQ_VB)) & M)],
+              a.c6 + p * CB[CB_V + ((x >> (6u * TQ_VB)) & M)],
+              a.c7 + p * CB[CB_V + ((x >> (7u * TQ_VB)) & M)]);
+}
+
+fn fast_scale8(a: Acc8, c: vec4<f32>) -> Acc8 {
+  return Acc8(a.c0 * c, a.c1 * c, a.c2 * c, a.c3 * c, a.c4 * c, a.c5 * c, a.c6 * c, a.c7 * c);
+}
+
+// a plus lane ^ o's accumulators (the same channels, other tokens).
+fn fast_xor8(a: Acc8, o: u32) -> Acc8 {
+  return Acc8(a.c0 + subgroupShuffleXor(a.c0, o), a.c1 + subgroupShuffleXor(a.c1, o),
+              a.c2 + subgroupShuffleXor(a.c2, o), a.c3 + subgroupShuffleXor(a.c3, o),
+              a.c4 + subgroupShuffleXor(a.c4, o), a.c5 + subgroupShuffleXor(a.c5, o),
+              a.c6 + subgroupShuffleXor(a.c6, o), a.c7 + subgroupShuffleXor(a.c7, o));
+}
+
+// Row r of a into f_acc from at.
+fn fast_put8(a: Acc8, r: u32, at: u32) {
+  f_acc[at] = a.c0[r];
+  f_acc[at + 1u] = a.c1[r];
+  f_acc[at + 2u] = a.c2[r];
+  f_acc[at + 3u] = a.c3[r];
+  f_acc[at + 4u] = a.c4[r];
+  f_acc[at + 5u] = a.c5[r];
+  f_acc[at + 6u] = a.c6[r];
+  f_acc[at + 7u] = a.c7[r];
+}
+
+// The workgroup's four query rows, scaled and rotated, as q4[j] (channel
+// j of the four rows): one randomized Hadamard transform of vec4s.
+fn fast_rows(b: u32, h: u32, r0: u32, lid: u32) {
+  for (var j = lid; j < TQ_D; j += TQ_FWG) {
+    var x = vec4<f32>(0.0);
+    for (var r = 0u; r < 4u; r++) {
+      if (r0 + r < P.rows) { x[r] = P.sm_scale * ld_q(q_at(b, h, r0 + r) + chan(h, j)); }
+    }
+    q4[j] = x * TB[TB_MSIGNS + j];
+  }
+  for (var s = 1u; s < TQ_D; s <<= 1u) {
+    workgroupBarrier();
+    for (var p = lid; p < TQ_D / 2u; p += TQ_FWG) {
+      let i = (p / s) * 2u * s + p % s;
+      let u = q4[i];
+      let v = q4[i + s];
+      q4[i] = u + v;
+      q4[i + s] = u - v;
+    }
+  }
+  workgroupBarrier();
+  for (var j = lid; j < TQ_D; j += TQ_FWG) { q4[j] *= 1.0 / sqrt(f32(TQ_D)); }
+  workgroupBarrier();
+}
+
+// grid (splits, kv_heads * row tiles, batch), like decode and prefill.
+@compute @workgroup_size(TQ_FWG)
+fn attend_fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32,
+               @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sgs: u32) {
+  let split = wid.x;
+  let b = wid.z;
+  let h = wid.y / P.tiles;
+  let r0 = (wid.y % P.tiles) * 4u;
+  let w = lid / TQ_SG; // the worker
+  // The layout everything below relies on: subgroups of TQ_SG lanes, each
+  // one aligned run of local indices.  The runtime checked it (probe);
+  // should a driver still lay the workgroup out otherwise, the partial
+  // state becomes NaN, a loud failure, rather than indexing past f_acc.
+  let aligned = subgroupAll(w == subgroupBroadcastFirst(w)); // unconditional: uniform flow
+  let fits = sgs == TQ_SG && aligned;
+  if (lid == 0u) { atomicStore(&tile_max[0], 0u); }
+  workgroupBarrier();
+  if (!fits) { atomicOr(&tile_max[0], 1u); }
+  workgroupBarrier();
+  if (lid == 0u) { f_misfit = atomicLoad(&tile_max[0]); }
+  let misfit = workgroupUniformLoad(&f_misfit);
+  if (P.probe != 0u) {
+    if (lid == 0u) {
+      WS[0] = f32(sgs);
+      WS[1] = f32(misfit);
+    }
+    return;
+  }
+  if (misfit != 0u) {
+    let nan = bitcast<f32>(0x7FC00000u | misfit); // not a constant: WGSL has no NaN literal
+    for (var r = lid; r < 4u; r += TQ_FWG) {
+      if (r0 + r < P.rows) {
+        let at = ((((b * P.kv_heads + h) * P.rows + r0 + r) * P.splits) + split) * TQ_PART;
+        WS[at] = nan;
+        WS[at + 1u] = nan;
+      }
+    }
+    return;
+  }
+  load_codebooks(lid, TQ_FWG);
+  fast_rows(b, h, r0, lid);
+  let len = seq_len(b);
+  // Query row r sees tokens 0 .. ctx[r] - 1 (0 for rows past the end).
+  var ctx = vec4<u32>(0u);
+  for (var r = 0u; r < 4u; r++) {
+    let row = r0 + r;
+    ctx[r] = select(0u, len - P.n_tokens + row / TQ_G + 1u, row < P.rows);
+  }
+  // Slices are whole chunks, so chunks start on multiples of TQ_SG and a
+  // paged chunk is one page or whole pages.
+  var slice = (len + P.splits - 1u) / P.splits;
+  slice = (slice + TQ_SG - 1u) / TQ_SG * TQ_SG;
+  if (lid == 0u) {
+    t_lo = min(len, split * slice);
+    t_hi = min(len, split * slice + slice);
+  }
+  let t_begin = workgroupUniformLoad(&t_lo);
+  let t_end = workgroupUniformLoad(&t_hi);
+  let chunks = (t_end - t_begin + TQ_SG - 1u) / TQ_SG;
+  let sub = lane / TQ_VW;  // values: the step's token of this lane
+  let word = lane % TQ_VW; // and its index word
+
+  var m = vec4<f32>(NEG);
+  var l = vec4<f32>(0.0); // this lane's share of the sum
+  var fa0 = Acc8();
+  var fa1 = Acc8();
+  for (var c0 = 0u; c0 < chunks; c0 += TQ_FW) {
+    let c = c0 + w;
+    let t0 = t_begin + c * TQ_SG;
+    let n = select(0u, min(TQ_SG, t_end - t0), c < chunks);
+    // Scores: lane scores token t0 + lane (past n: weight 0, and slot_word
+    // reads a slot of the cache that no weight uses).
+    let live = lane < n;
+    let t = t0 + lane;
+    let kt = slot_word(b, h, t, TQ_K_WORDS);
+    var d = vec4<f32>(0.0);
+    for (var x = 0u; x < TQ_KW; x++) { d += fast_kdot(KC[kt + TQ_K_IDX + x], x * (32u / TQ_KB)); }
+    let ksc = bitcast<f32>(KC[kt + TQ_K_SCALE]);
+    let vslot = slot_word(b, h, t, TQ_V_WORDS);
+    let vsc = select(0.0, bitcast<f32>(VC[vslot + TQ_V_SCALE]), live);
+    let sc = select(vec4<f32>(NEG), ksc * d, vec4<bool>(live) & (vec4<u32>(t) < ctx));
+    let nm = max(m, subgroupMax(sc));
+    let corr = exp(m - nm);
+    m = nm;
+    let p = select(vec4<f32>(0.0), exp(sc - nm), sc > vec4<f32>(LIVE));
+    l = l * corr + p;
+    let pv = p * vsc;
+    fa0 = fast_scale8(fa0, corr);
+    if (TQ_FA1) { fa1 = fast_scale8(fa1, corr); }
+    // Values: step st takes tokens st .. st + TQ_VTPS - 1, lane's token
+    // st + sub; every lane runs every step (shuffles need them all), and
+    // tokens past n carry weight 0, with no branch around the loads.  A
+    // chunk in one run of slots (a contiguous cache, pages of TQ_SG tokens
+    // or more) has its slots at a stride (tokens past n read the last:
+    // every address stays in the cache); else each slot's address comes
+    // from the lane that scored it.
+    let v0 = subgroupBroadcastFirst(vslot) + TQ_V_IDX + word;
+    let vlast = max(n, 1u) - 1u;
+    for (var st = 0u; st < TQ_SG; st += TQ_VTPS) {
+      let tt = st + sub;
+      let pw = subgroupShuffle(pv, tt);
+      var src = v0 + min(tt, vlast) * TQ_V_WORDS;
+      if (TQ_FRUN < TQ_SG) { src = subgroupShuffle(vslot, tt) + TQ_V_IDX + word; }
+      let x = VC[src];
+      fa0 = fast_vacc8(fa0, x, pw);
+      if (TQ_VB == 2u) {
+        fa1 = fast_vacc8(fa1, x >> 16u, pw);
+      } else if (TQ_VWPL == 2u) {
+        fa1 = fast_vacc8(fa1, VC[src + TQ_SG], pw);
+      }
+    }
+  }
+
+  // Merge the lanes: sums over the subgroup; the token groups of a word.
+  l = subgroupAdd(l);
+  for (var o = TQ_VW; o < TQ_SG; o <<= 1u) {
+    fa0 = fast_xor8(fa0, o);
+    if (TQ_FA1) { fa1 = fast_xor8(fa1, o); }
+  }
+  if (lane == 0u) {
+    f_m[w] = m;
+    f_l[w] = l;
+  }
+  // Merge the workers, one row at a time, through f_acc.
+  let ch0 = word * TQ_VCH;
+  let ch1 = select((word + TQ_SG) * TQ_VCH, word * TQ_VCH + 8u, TQ_VB == 2u);
+  for (var r = 0u; r < 4u; r++) {
+    workgroupBarrier();
+    if (sub == 0u) {
+      fast_put8(fa0, r, w * TQ_D + ch0);
+      if (TQ_FA1) { fast_put8(fa1, r, w * TQ_D + ch1); }
+    }
+    workgroupBarrier();
+    let row = r0 + r;
+    if (row < P.rows) {
+      let mw = vec4<f32>(f_m[0][r], f_m[1][r], f_m[2][r], f_m[3][r]);
+      let lw = vec4<f32>(f_l[0][r], f_l[1][r], f_l[2][r], f_l[3][r]);
+      let mt = max(max(mw.x, mw.y), max(mw.z, mw.w));
+      let e = select(vec4<f32>(0.0), exp(mw - mt), lw > vec4<f32>(0.0));
+      let at = ((((b * P.kv_heads + h) * P.rows + row) * P.splits) + split) * TQ_PART;
+      if (lid == 0u) {
+        WS[at] = mt;
+        WS[at + 1u] = dot(e, lw);
+      }
+      for (var j = lid; j < TQ_D; j += TQ_FWG) {
+        let x = vec4<f32>(f_acc[j], f_acc[TQ_D + j], f_acc[2u * TQ_D + j], f_acc[3u * TQ_D + j]);
+        WS[at + 2u + j] = dot(e, x);
+      }
+    }
+  }
+}
+//#endif
+
 // Writes xrow (channel order) as activations from element `at`, two
 // channels per thread; one function per buffer, so an entry point binds
 // only what it writes.
@@ -749,7 +1065,7 @@ fn dequant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   let h = wid.y;
   let b = wid.z;
   let at = ((b * P.n_tokens + t) * P.kv_heads + h) * TQ_D;
-  load_codebooks(lid);
+  load_codebooks(lid, TQ_WG);
   // ---- key: main part (plus the QJL term), then outliers
   let ks = slot_word(b, h, t, TQ_K_WORDS);
   let ksc = bitcast<f32>(KC[ks + TQ_K_SCALE]);
