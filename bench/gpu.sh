@@ -75,9 +75,9 @@ nv_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 export TQ_WGPU_LIBRARY="$PWD/.gpu/lib/libwgpu_native.so"
 {
   for fl in core f16sg; do
-    for s in smollm2 llama3 qwen3; do
+    for s in specs/smollm2 specs/llama3 specs/qwen3 bench/gpu_shapes; do
       echo "== wgsl verify $s, flavour $fl"
-      TQ_WGSL_FLAVOUR=$fl timeout 240 .gpu/tqgen "specs/$s.lua" --verify --backend wgsl 2>&1 \
+      TQ_WGSL_FLAVOUR=$fl timeout 240 .gpu/tqgen "$s.lua" --verify --backend wgsl 2>&1 \
         | grep -E "FAIL|ERROR|unavailable|verified" | head -20
     done
   done
@@ -104,9 +104,9 @@ grep -q -E "FAIL|ERROR|unavailable" "$OUT/wgsl.txt" && status=1
 # [".gpu", ".gl"]).  Everything lands in $OUT/vulkan.txt.  Target: vulkan
 # within 1.5x of cuda at contexts >= 16K.
 {
-  for s in smollm2 llama3 qwen3; do
+  for s in specs/smollm2 specs/llama3 specs/qwen3 bench/gpu_shapes; do
     echo "== vulkan verify $s"
-    timeout 240 .gpu/tqgen "specs/$s.lua" --verify --backend vulkan 2>&1 \
+    timeout 240 .gpu/tqgen "$s.lua" --verify --backend vulkan 2>&1 \
       | grep -E "FAIL|ERROR|unavailable|verified" | head -20
   done
   echo "== vulkan verify without subgroups (the fallback), smollm2"

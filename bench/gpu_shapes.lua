@@ -3,7 +3,8 @@
 -- take the dense rotation and the generic kernels), groups 1, 3 and 8, 2- to
 -- 8-bit widths, raw f16 outliers, min-max values, norm correction, QJL, and
 -- pages of 8 tokens (a divisor of 32, the fast path's chunk) and 48 (neither
--- a divisor nor a multiple: the generic kernel).
+-- a divisor nor a multiple: the generic kernel).  Every GPU backend verifies
+-- it (cuda, then vulkan and wgsl in their sections).
 return family {
   name = "gpu_shapes",
   models = {
@@ -21,5 +22,5 @@ return family {
   },
   dtypes = { "f16" },
   layouts = { "contiguous", paged(8), paged(48) },
-  backends = { cuda = { archs = { "sm_90" } } },
+  backends = { cuda = { archs = { "sm_90" } }, vulkan = {}, wgsl = { subgroups = true } },
 }

@@ -14,7 +14,7 @@ backend=${3:-c}
 app=$build/examples/smollm2/smollm2
 spec=bench/smollm2_quality.lua
 tq=$("$build"/tqgen "$spec" --list | awk '/^d64_/ {print $1}' | paste -sd, -)
-kvs="minmax8,minmax4,$tq,k4v4+center,minmax4+center"
+kvs="minmax8,minmax4,$tq,k4v4+center,minmax4+center,k4v4+smooth,k3v4+smooth,k4v4_o16b5+smooth,k3v4_o16b4+smooth,minmax4+smooth"
 md=bench/smollm2_quality.md
 {
   echo "Command: \`bench/smollm2_quality.sh $build $tokens $backend\` ($(date -u +%Y-%m-%d)," \
@@ -25,9 +25,10 @@ md=bench/smollm2_quality.md
 } | tee "$md"
 
 # Plot: perplexity increase (%) against bits per coordinate, TurboQuant
-# variants and min-max baselines as two series (centered rows left out).
+# variants and min-max baselines as two series (centered and smoothed rows
+# left out).
 dat=$(mktemp)
-awk -F'|' '/^\| / && $2 !~ /cache|f32 *$|center/ {
+awk -F'|' '/^\| / && $2 !~ /cache|f32 *$|center|smooth/ {
   name = $2; gsub(/^ +| +$/, "", name); sub(/ .*/, "", name)
   sub(/^d64_g3_/, "", name); sub(/_f32$/, "", name)
   inc = $6; gsub(/[ +%]/, "", inc)
