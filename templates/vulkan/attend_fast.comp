@@ -10,22 +10,19 @@
  * workgroup is TQ_FW subgroups, and each subgroup is an independent
  * flash-decoding worker over chunks of TQ_FAST_SG tokens (one per lane) of
  * the split's slice:
- *  - a software pipeline one chunk ahead: the lanes hold the NEXT chunk's
- *    key and value slot words in registers while the current chunk is
- *    computed from shared memory.  Per chunk: registers -> the worker's
- *    shared buffers (runs of whole slots: consecutive words, conflict-free
- *    stores), a barrier scoped to the subgroup, the loads of the next chunk
- *    issued (coalesced; constant trip counts, so all are in flight at
- *    once), then the compute, which hides their latency.  The CUDA fast
- *    path does this with cp.async into a second shared buffer; GLSL has no
- *    asynchronous copy, so registers are the second buffer and shared
- *    memory holds one chunk per worker.  The first chunk's loads are issued
- *    before the query rotation;
+ *  - keys and values are read straight from the caches into registers, with
+ *    no shared-memory staging and no barrier in the chunk loop: a lane loads
+ *    the index words and scales of the token it scores and the value index
+ *    words it accumulates.  The loads run one chunk ahead: the next chunk's
+ *    are issued (constant trip counts, so all are in flight at once) before
+ *    the current chunk is computed from the registers loaded a round
+ *    earlier, which hides their latency; the first chunk's go out before
+ *    the query rotation;
  *  - every lane scores its token: centroid lookups in a 16-entry table
  *    times the tile's query rows, read as broadcast vec4s of four rows per
  *    channel;
  *  - the softmax maximum is kept per subgroup (lanes' partial sums are only
- *    rescaled), so the chunk loop has no workgroup barrier at all;
+ *    rescaled);
  *  - values: each lane owns index words (8 or 16 channels each) of one
  *    token at a time and all rows, the weights arriving by subgroup shuffle
  *    from the lane that scored the token.
@@ -51,7 +48,8 @@
 #define TQ_VSW (TQ_V_BYTES / 4)    /* words of a value slot */
 #define TQ_VCH (32 / TQ_VB)        /* value channels of one index word */
 /* Value accumulation: a lane owns TQ_WPL words of one token per step and
- * TQ_TPS tokens are accumulated per step (one of the two is 1). */
+ * TQ_TPS tokens are accumulated per step (one of the two is 1), in TQ_VST
+ * steps a chunk: TQ_VST * TQ_WPL = TQ_VW words a lane loads per chunk. */
 #if TQ_VW > TQ_S
 #define TQ_WPL (TQ_VW / TQ_S)
 #define TQ_TPS 1
@@ -59,64 +57,49 @@
 #define TQ_WPL 1
 #define TQ_TPS (TQ_S / TQ_VW)
 #endif
-/* A chunk's slots are TQ_NPG runs of TQ_PAGE whole slots.  Chunks start on
- * multiples of S and pages are powers of two (a divisor or a multiple of
- * 32), so a chunk is one run where pages are at least S tokens (and in a
- * contiguous cache), else one run per page. */
+#define TQ_VST (TQ_S / TQ_TPS)
+/* Chunks start on multiples of S and pages are powers of two (a divisor or
+ * a multiple of 32), so a chunk's slots are one run at a stride where pages
+ * are at least S tokens (and in a contiguous cache), else one run per page
+ * of TQ_PAGE tokens. */
 #if TQ_PAGED && TQ_BLOCK < TQ_S
 #define TQ_PAGE TQ_BLOCK
 #else
 #define TQ_PAGE TQ_S
 #endif
-#define TQ_NPG (TQ_S / TQ_PAGE)
-/* Words of a run each lane carries between chunks (4-bit head_dim 128 on
- * pages of S tokens or more: 17 key and 17 value words). */
-#define TQ_KPL ((TQ_PAGE * TQ_KSW + TQ_S - 1) / TQ_S)
-#define TQ_VPL ((TQ_PAGE * TQ_VSW + TQ_S - 1) / TQ_S)
 
-/* Per worker, one chunk of slots.  Slot words are odd in number, so lanes
- * reading word w of consecutive tokens hit distinct banks. */
-shared uint f_k[TQ_FW][TQ_S * TQ_KSW];
-shared uint f_v[TQ_FW][TQ_S * TQ_VSW];
 shared vec4 f_q[TQ_RQ4][TQ_D]; /* f_q[i][j]: channel j of rows 4i .. 4i+3 */
 shared float f_kcb[1 << TQ_KB];
 shared float f_vcb[1 << TQ_VB];
 shared float f_m[TQ_FW], f_l[TQ_FW];
 shared float f_acc[TQ_FW][TQ_D]; /* one row of every worker, when merging */
 
-/* Issues the loads of the slots of tokens t0 .. t0+n-1 (t0 a multiple of
- * S, 0 < n <= S) of sequence b, kv head h: lane takes words lane,
- * lane + S, ... of each run; words past the chunk's end are zero.  Key and
- * value slots share their slot index (one block-table read per page). */
-void tq_fetch(int b, int h, int t0, int n, uint lane, out uint kr[TQ_NPG][TQ_KPL],
-              out uint vr[TQ_NPG][TQ_VPL]) {
-  [[unroll]] for (int p = 0; p < TQ_NPG; p++) {
-    const int np = min(TQ_PAGE, n - p * TQ_PAGE); /* tokens of this run */
-    const uint at = np > 0 ? tq_slot(b, h, t0 + p * TQ_PAGE, 1u) : 0u;
-    [[unroll]] for (int j = 0; j < TQ_KPL; j++) {
-      const int i = int(lane) + j * TQ_S;
-      kr[p][j] = i < np * TQ_KSW ? k_cache[at * uint(TQ_KSW) + uint(i)] : 0u;
-    }
-    [[unroll]] for (int j = 0; j < TQ_VPL; j++) {
-      const int i = int(lane) + j * TQ_S;
-      vr[p][j] = i < np * TQ_VSW ? v_cache[at * uint(TQ_VSW) + uint(i)] : 0u;
-    }
-  }
-}
-
-/* Stores what tq_fetch loaded into worker w's shared buffers.  Only a
- * lane's last word of a run can fall past it (when S does not divide the
- * run's words). */
-void tq_put(uint w, uint lane, uint kr[TQ_NPG][TQ_KPL], uint vr[TQ_NPG][TQ_VPL]) {
-  [[unroll]] for (int p = 0; p < TQ_NPG; p++) {
-    [[unroll]] for (int j = 0; j < TQ_KPL; j++) {
-      const int i = int(lane) + j * TQ_S;
-      if (j + 1 < TQ_KPL || i < TQ_PAGE * TQ_KSW) f_k[w][p * TQ_PAGE * TQ_KSW + i] = kr[p][j];
-    }
-    [[unroll]] for (int j = 0; j < TQ_VPL; j++) {
-      const int i = int(lane) + j * TQ_S;
-      if (j + 1 < TQ_VPL || i < TQ_PAGE * TQ_VSW) f_v[w][p * TQ_PAGE * TQ_VSW + i] = vr[p][j];
-    }
+/* Issues the loads of what lane needs of the chunk of tokens t0 .. t0+n-1
+ * (t0 a multiple of S, 0 < n <= S) of sequence b, kv head h: the key index
+ * words kx and the key and value scales sc of token t0 + lane, and the
+ * value index words vx it accumulates (step s: word `word` + y * S of
+ * token s * TPS + sub).  Lanes and steps past n take token n - 1, so every
+ * address is a slot of the sequence; their weights are 0.  Key and value
+ * slots share their slot index. */
+void tq_fetch(int b, int h, int t0, int n, uint lane, uint sub, uint word, out uint kx[TQ_KW],
+              out vec2 sc, out uint vx[TQ_VST][TQ_WPL]) {
+  const uint slot = tq_slot(b, h, t0 + min(int(lane), n - 1), 1u);
+  const uint ka = slot * uint(TQ_KSW), va = slot * uint(TQ_VSW);
+  [[unroll]] for (int x = 0; x < TQ_KW; x++) kx[x] = k_cache[ka + uint(TQ_K_IDX / 4 + x)];
+  sc = vec2(uintBitsToFloat(k_cache[ka + uint(TQ_K_SCALE / 4)]),
+            uintBitsToFloat(v_cache[va + uint(TQ_V_SCALE / 4)]));
+#if TQ_PAGE == TQ_S
+  const uint v0 = tq_slot(b, h, t0, uint(TQ_VSW)) + uint(TQ_V_IDX / 4) + word;
+#endif
+  [[unroll]] for (int s = 0; s < TQ_VST; s++) {
+    const uint tt = uint(s * TQ_TPS) + sub;
+#if TQ_PAGE == TQ_S
+    const uint at = v0 + min(tt, uint(n - 1)) * uint(TQ_VSW);
+#else
+    /* The slot's address from the lane that scored the token. */
+    const uint at = subgroupShuffle(va, tt) + uint(TQ_V_IDX / 4) + word;
+#endif
+    [[unroll]] for (int y = 0; y < TQ_WPL; y++) vx[s][y] = v_cache[at + uint(y * TQ_S)];
   }
 }
 
@@ -126,6 +109,11 @@ void main() {
   const int h = int(gl_WorkGroupID.y) / tiles, r0 = (int(gl_WorkGroupID.y) % tiles) * TQ_RQ;
   const int len = seq_lens[b];
   const uint w = gl_SubgroupID, lane = gl_SubgroupInvocationID;
+  /* Values: the lane's token of a step (0 where a token's words span the
+   * subgroup; a constant then, so step tokens are constants too) and its
+   * first index word of that token. */
+  const uint sub = TQ_TPS > 1 ? lane / uint(TQ_VW) : 0u;
+  const uint word = TQ_TPS > 1 ? lane % uint(TQ_VW) : lane;
 
   /* The runtime checked the size; should a driver still split the
    * workgroup otherwise, the rows' partial states become NaN (a loud
@@ -150,10 +138,11 @@ void main() {
   slice = (slice + TQ_ALIGN - 1) / TQ_ALIGN * TQ_ALIGN;
   const int t_begin = min(len, split * slice), t_end = min(len, t_begin + slice);
   const int chunks = (t_end - t_begin + TQ_S - 1) / TQ_S;
-  uint kr[TQ_NPG][TQ_KPL], vr[TQ_NPG][TQ_VPL]; /* the chunk in flight */
+  uint kx[TQ_KW], vx[TQ_VST][TQ_WPL]; /* the next chunk's words, in flight */
+  vec2 sx;
   if (int(w) < chunks) {
     const int t0 = t_begin + int(w) * TQ_S;
-    tq_fetch(b, h, t0, min(TQ_S, t_end - t0), lane, kr, vr);
+    tq_fetch(b, h, t0, min(TQ_S, t_end - t0), lane, sub, word, kx, sx, vx);
   }
 
   for (uint i = TID; i < uint(1 << TQ_KB); i += TQ_WG) f_kcb[i] = tab[uint(TQ_T_KCB) + i];
@@ -178,7 +167,6 @@ void main() {
   }
   barrier();
 
-  const uint sub = lane / uint(TQ_VW), word = lane % uint(TQ_VW); /* TQ_TPS > 1 */
   float m[TQ_RQ], l[TQ_RQ];
   vec4 acc[TQ_WPL * TQ_VCH][TQ_RQ4];
   [[unroll]] for (int r = 0; r < TQ_RQ; r++) {
@@ -190,78 +178,62 @@ void main() {
 
   for (int c = int(w); c < chunks; c += TQ_FW) {
     const int t0 = t_begin + c * TQ_S, n = min(TQ_S, t_end - t0);
-    /* subgroupBarrier orders shared memory too (its semantics include
-     * workgroup memory): the stores are visible to the whole worker. */
-    tq_put(w, lane, kr, vr);
-    subgroupBarrier();
+    /* This chunk's words, loaded a round ago; then the next chunk's loads
+     * go out, to land while this one computes. */
+    const uint kc[TQ_KW] = kx, vc[TQ_VST][TQ_WPL] = vx;
+    const vec2 scale = sx;
     if (c + TQ_FW < chunks) {
       const int t1 = t0 + TQ_FW * TQ_S;
-      tq_fetch(b, h, t1, min(TQ_S, t_end - t1), lane, kr, vr);
+      tq_fetch(b, h, t1, min(TQ_S, t_end - t1), lane, sub, word, kx, sx, vx);
     }
 
     /* Scores: lane scores token t0 + lane against every row. */
-    const uint kt = lane * uint(TQ_KSW) + uint(TQ_K_IDX / 4);
     vec4 d[TQ_RQ4];
     [[unroll]] for (int i = 0; i < TQ_RQ4; i++) d[i] = vec4(0.0);
     [[unroll]] for (uint x = 0u; x < uint(TQ_KW); x++) {
-      const uint bits = f_k[w][kt + x];
       [[unroll]] for (uint k = 0u; k < uint(32 / TQ_KB); k++) {
-        const float cv = f_kcb[(bits >> (k * uint(TQ_KB))) & uint((1 << TQ_KB) - 1)];
+        const float cv = f_kcb[(kc[x] >> (k * uint(TQ_KB))) & uint((1 << TQ_KB) - 1)];
         [[unroll]] for (int i = 0; i < TQ_RQ4; i++) d[i] += f_q[i][x * uint(32 / TQ_KB) + k] * cv;
       }
     }
     const bool in_chunk = int(lane) < n;
-    const float ksc = in_chunk ? uintBitsToFloat(f_k[w][lane * uint(TQ_KSW) + uint(TQ_K_SCALE / 4)]) : 0.0;
-    const float vsc = in_chunk ? uintBitsToFloat(f_v[w][lane * uint(TQ_VSW) + uint(TQ_V_SCALE / 4)]) : 0.0;
     vec4 pv[TQ_RQ4]; /* weight x value scale of the lane's token */
     float corr[TQ_RQ];
     [[unroll]] for (int r = 0; r < TQ_RQ; r++) {
-      const float sc = in_chunk && t0 + int(lane) < ctx[r] ? ksc * d[r >> 2][r & 3] : TQ_NEG;
+      const float sc = in_chunk && t0 + int(lane) < ctx[r] ? scale.x * d[r >> 2][r & 3] : TQ_NEG;
       const float nm = max(m[r], subgroupMax(sc));
       const float p = sc > TQ_NEG ? exp(sc - nm) : 0.0;
       corr[r] = exp(m[r] - nm);
       m[r] = nm;
       l[r] = l[r] * corr[r] + p;
-      pv[r >> 2][r & 3] = p * vsc;
+      pv[r >> 2][r & 3] = p * scale.y;
     }
     [[unroll]] for (int k = 0; k < TQ_WPL * TQ_VCH; k++)
       [[unroll]] for (int i = 0; i < TQ_RQ4; i++)
         acc[k][i] *= vec4(corr[4 * i], corr[4 * i + 1], corr[4 * i + 2], corr[4 * i + 3]);
 
-    /* Values: per step, token s (+ sub) with TQ_WPL words per lane, its
+    /* Values: step s takes token s * TPS + sub (TPS tokens a step), its
      * weights shuffled from the lane that scored it.  The whole chunk:
-     * tokens past n carry weight 0 and zero words. */
-    [[unroll]] for (int s = 0; s < TQ_S; s += TQ_TPS) {
-#if TQ_TPS > 1
-      const uint tt = uint(s) + sub;
-#else
-      const uint tt = uint(s);
-#endif
-      const uint vt = tt * uint(TQ_VSW) + uint(TQ_V_IDX / 4);
+     * tokens past n carry weight 0 (their words are token n - 1's). */
+    [[unroll]] for (int s = 0; s < TQ_VST; s++) {
+      const uint tt = uint(s * TQ_TPS) + sub;
       vec4 p[TQ_RQ4];
       [[unroll]] for (int i = 0; i < TQ_RQ4; i++) p[i] = subgroupShuffle(pv[i], tt);
       [[unroll]] for (int y = 0; y < TQ_WPL; y++) {
-#if TQ_TPS > 1
-        const uint x = f_v[w][vt + word];
-#else
-        const uint x = f_v[w][vt + lane + uint(y * TQ_S)];
-#endif
         [[unroll]] for (int k = 0; k < TQ_VCH; k++) {
-          const float cv = f_vcb[(x >> (uint(k) * uint(TQ_VB))) & uint((1 << TQ_VB) - 1)];
+          const float cv = f_vcb[(vc[s][y] >> (uint(k) * uint(TQ_VB))) & uint((1 << TQ_VB) - 1)];
           [[unroll]] for (int i = 0; i < TQ_RQ4; i++) acc[y * TQ_VCH + k][i] += p[i] * cv;
         }
       }
     }
-    subgroupBarrier(); /* the next chunk's stores reuse this worker's buffers */
   }
 
-  /* Merge the lanes: sums over the subgroup; token groups of a word. */
+  /* Merge the lanes: sums over the subgroup; the token groups of a word
+   * (none where a token's words span the subgroup). */
   [[unroll]] for (int r = 0; r < TQ_RQ; r++) l[r] = subgroupAdd(l[r]);
-#if TQ_TPS > 1
   [[unroll]] for (uint o = uint(TQ_VW); o < uint(TQ_S); o <<= 1)
     [[unroll]] for (int k = 0; k < TQ_VCH; k++)
       [[unroll]] for (int i = 0; i < TQ_RQ4; i++) acc[k][i] += subgroupShuffleXor(acc[k][i], o);
-#endif
 
   /* Merge the workers, one row at a time, into this split's partial.  So
    * that the loop unrolls (and m, l and acc keep constant indices) no
@@ -274,14 +246,11 @@ void main() {
       f_m[w] = m[r];
       f_l[w] = l[r];
     }
-#if TQ_TPS > 1
-    [[unroll]] for (int k = 0; k < TQ_VCH; k++)
-      if (sub == 0u) f_acc[w][word * uint(TQ_VCH) + uint(k)] = acc[k][r >> 2][r & 3];
-#else
     [[unroll]] for (int y = 0; y < TQ_WPL; y++)
       [[unroll]] for (int k = 0; k < TQ_VCH; k++)
-        f_acc[w][(lane + uint(y * TQ_S)) * uint(TQ_VCH) + uint(k)] = acc[y * TQ_VCH + k][r >> 2][r & 3];
-#endif
+        if (sub == 0u)
+          f_acc[w][(word + uint(y * TQ_S)) * uint(TQ_VCH) + uint(k)] =
+              acc[y * TQ_VCH + k][r >> 2][r & 3];
     barrier();
     float mt = TQ_NEG, lt = 0.0, e[TQ_FW];
     [[unroll]] for (int x = 0; x < TQ_FW; x++) mt = max(mt, f_m[x]);
