@@ -15,13 +15,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "vulkan.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <volk.h>
 
 #include "backend.h"
@@ -550,31 +547,9 @@ static void pcache_save(vk_state *s) {
     return;
   void *data = malloc(size);
   if (!data) return;
-  if (s->vk.vkGetPipelineCacheData(s->dev, s->pcache, &size, data) ==
-      VK_SUCCESS) {
-    char dir[1200], tmp[1300];
-    snprintf(dir, sizeof dir, "%s", s->pcache_path);
-    *strrchr(dir, '/') = 0;
-    for (char *p = dir + 1; *p; p++)
-      if (*p == '/') {
-        *p = 0;
-        mkdir(dir, 0755);
-        *p = '/';
-      }
-    mkdir(dir, 0755);
-    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", s->pcache_path);
-    int fd = mkstemp(tmp);
-    if (fd >= 0) {
-      FILE *f = fdopen(fd, "wb");
-      int ok = f && fwrite(data, 1, size, f) == size;
-      if (f)
-        ok = !fclose(f) && ok;
-      else
-        close(fd);
-      if (ok) chmod(tmp, 0644);
-      if (!ok || rename(tmp, s->pcache_path)) remove(tmp);
-    }
-  }
+  char err[1600]; /* best effort: the next run rebuilds what is missing */
+  if (s->vk.vkGetPipelineCacheData(s->dev, s->pcache, &size, data) == VK_SUCCESS)
+    tq_file_replace(s->pcache_path, NULL, 0, data, size, err, sizeof err);
   free(data);
 }
 

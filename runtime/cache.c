@@ -111,31 +111,27 @@ static int make_dirs(char *path) {
   return !mkdir(path, 0755) || errno == EEXIST;
 }
 
-tq_status tq_cache_store(const char *backend, uint64_t hash,
-                         const void *payload, size_t size, char *err,
-                         size_t errn) {
-  char path[1200], dir[1200], tmp[1300];
-  if (!tq_cache_path(backend, hash, path, sizeof path)) {
-    snprintf(err, errn, "no cache folder: set XDG_CACHE_HOME or HOME");
-    return TQ_ERR_IO;
-  }
+tq_status tq_file_replace(const char *path, const void *head, size_t head_n,
+                          const void *body, size_t body_n, char *err, size_t errn) {
+  char dir[1200], tmp[1300];
   snprintf(dir, sizeof dir, "%s", path);
-  *strrchr(dir, '/') = 0;
-  if (!make_dirs(dir)) {
-    snprintf(err, errn, "cannot create cache folder %s: %s", dir, strerror(errno));
-    return TQ_ERR_IO;
+  char *slash = strrchr(dir, '/');
+  if (slash && slash != dir) {
+    *slash = 0;
+    if (!make_dirs(dir)) {
+      snprintf(err, errn, "cannot create cache folder %s: %s", dir, strerror(errno));
+      return TQ_ERR_IO;
+    }
   }
-  snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
+  snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path); /* mkstemp's template */
   int fd = mkstemp(tmp);
   if (fd < 0) {
     snprintf(err, errn, "cannot create %s: %s", tmp, strerror(errno));
     return TQ_ERR_IO;
   }
-  cache_header h;
-  fill_header(&h, backend, hash, payload, size);
   FILE *f = fdopen(fd, "wb");
-  int ok = f && fwrite(&h, sizeof h, 1, f) == 1 &&
-           fwrite(payload, 1, size, f) == size;
+  int ok = f && (!head_n || fwrite(head, head_n, 1, f) == 1) &&
+           (!body_n || fwrite(body, 1, body_n, f) == body_n);
   if (f) ok = !fclose(f) && ok;
   else close(fd);
   if (ok) chmod(tmp, 0644);
@@ -145,4 +141,17 @@ tq_status tq_cache_store(const char *backend, uint64_t hash,
     return TQ_ERR_IO;
   }
   return TQ_OK;
+}
+
+tq_status tq_cache_store(const char *backend, uint64_t hash,
+                         const void *payload, size_t size, char *err,
+                         size_t errn) {
+  char path[1200];
+  if (!tq_cache_path(backend, hash, path, sizeof path)) {
+    snprintf(err, errn, "no cache folder: set XDG_CACHE_HOME or HOME");
+    return TQ_ERR_IO;
+  }
+  cache_header h;
+  fill_header(&h, backend, hash, payload, size);
+  return tq_file_replace(path, &h, sizeof h, payload, size, err, errn);
 }

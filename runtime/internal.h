@@ -52,6 +52,12 @@ tq_status tq_cache_load(const char *backend, uint64_t hash, void **payload,
 tq_status tq_cache_store(const char *backend, uint64_t hash,
                          const void *payload, size_t size, char *err,
                          size_t errn);
+/* Writes head then body as the file at path, creating its folders: into a
+ * temporary file beside it, renamed over path once complete, so a reader
+ * never sees a partial file.  Both runtime caches (JIT binaries, Vulkan's
+ * pipeline cache) write this way. */
+tq_status tq_file_replace(const char *path, const void *head, size_t head_n,
+                          const void *body, size_t body_n, char *err, size_t errn);
 /* Path of the cache file for (backend, hash), for tests. */
 int tq_cache_path(const char *backend, uint64_t hash, char *buf, size_t n);
 
