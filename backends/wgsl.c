@@ -758,6 +758,44 @@ static void release_stage(wg_module *m, int stage) {
   m->bgl[stage] = NULL;
 }
 
+/* A bind group of the given buffers (binding b: buf[b], NULL: unbound). */
+static WGPUBindGroup new_group(wg_state *s, WGPUBindGroupLayout layout,
+                               const WGPUBuffer buf[TQG_WB_COUNT]) {
+  WGPUBindGroupEntry e[TQG_WB_COUNT];
+  size_t ne = 0;
+  for (int b = 0; b < TQG_WB_COUNT; b++) {
+    if (!buf[b]) continue;
+    WGPUBindGroupEntry x = WGPU_BIND_GROUP_ENTRY_INIT;
+    x.binding = (uint32_t)b;
+    x.buffer = buf[b];
+    x.size = WGPU_WHOLE_SIZE;
+    e[ne++] = x;
+  }
+  WGPUBindGroupDescriptor gd = WGPU_BIND_GROUP_DESCRIPTOR_INIT;
+  gd.layout = layout;
+  gd.entryCount = ne;
+  gd.entries = e;
+  return wg.DeviceCreateBindGroup(s->device, &gd);
+}
+
+/* Records n dispatches in one compute pass and submits it. */
+static void submit_pass(wg_state *s, int n, const WGPUComputePipeline *pipe,
+                        const WGPUBindGroup *group, const uint32_t (*grid)[3]) {
+  WGPUCommandEncoder enc = wg.DeviceCreateCommandEncoder(s->device, NULL);
+  WGPUComputePassEncoder pass = wg.CommandEncoderBeginComputePass(enc, NULL);
+  for (int i = 0; i < n; i++) {
+    wg.ComputePassEncoderSetPipeline(pass, pipe[i]);
+    wg.ComputePassEncoderSetBindGroup(pass, 0, group[i], 0, NULL);
+    wg.ComputePassEncoderDispatchWorkgroups(pass, grid[i][0], grid[i][1], grid[i][2]);
+  }
+  wg.ComputePassEncoderEnd(pass);
+  WGPUCommandBuffer cmd = wg.CommandEncoderFinish(enc, NULL);
+  wg.QueueSubmit(s->queue, 1, &cmd);
+  wg.CommandBufferRelease(cmd);
+  wg.ComputePassEncoderRelease(pass);
+  wg.CommandEncoderRelease(enc);
+}
+
 /* attend_fast in probe mode, one workgroup: the subgroup size it ran with
  * and whether its subgroups were laid out otherwise than it needs. */
 static tq_status fast_probe(wg_state *s, wg_module *m, uint32_t *size,
@@ -773,37 +811,19 @@ static tq_status fast_probe(wg_state *s, wg_module *m, uint32_t *size,
   bd.size = 16;
   WGPUBuffer out = wg.DeviceCreateBuffer(s->device, &bd);
   uint32_t mask = tqg_wgsl_binding_mask(&m->variant, TQG_WGSL_FAST_STAGE);
-  WGPUBindGroupEntry e[TQG_WB_COUNT];
-  size_t ne = 0;
-  for (int b = 0; b < TQG_WB_COUNT; b++) {
-    if (!(mask >> b & 1)) continue;
-    WGPUBindGroupEntry x = WGPU_BIND_GROUP_ENTRY_INIT;
-    x.binding = (uint32_t)b;
-    /* The probe reads none but params; a buffer may not be bound both
-     * read-only and writable in one dispatch, so writable ones get out. */
-    x.buffer = b == TQG_WB_PARAMS                                ? params
+  WGPUBuffer buf[TQG_WB_COUNT] = {0};
+  for (int b = 0; b < TQG_WB_COUNT; b++)
+    if (mask >> b & 1)
+      /* The probe reads none but params; a buffer may not be bound both
+       * read-only and writable in one dispatch, so writable ones get out. */
+      buf[b] = b == TQG_WB_PARAMS                                ? params
                : b == TQG_WB_TABLES                              ? m->tables
                : tqg_wgsl_binding_type_of(b) == TQG_WGSL_STORAGE ? out
                                                                  : s->dummy;
-    x.size = WGPU_WHOLE_SIZE;
-    e[ne++] = x;
-  }
-  WGPUBindGroupDescriptor gd = WGPU_BIND_GROUP_DESCRIPTOR_INIT;
-  gd.layout = m->bgl[TQG_WGSL_FAST_STAGE];
-  gd.entryCount = ne;
-  gd.entries = e;
-  WGPUBindGroup group = wg.DeviceCreateBindGroup(s->device, &gd);
-  WGPUCommandEncoder enc = wg.DeviceCreateCommandEncoder(s->device, NULL);
-  WGPUComputePassEncoder pass = wg.CommandEncoderBeginComputePass(enc, NULL);
-  wg.ComputePassEncoderSetPipeline(pass, m->pipe[TQG_WGSL_FAST_STAGE]);
-  wg.ComputePassEncoderSetBindGroup(pass, 0, group, 0, NULL);
-  wg.ComputePassEncoderDispatchWorkgroups(pass, 1, 1, 1);
-  wg.ComputePassEncoderEnd(pass);
-  WGPUCommandBuffer cmd = wg.CommandEncoderFinish(enc, NULL);
-  wg.QueueSubmit(s->queue, 1, &cmd);
-  wg.CommandBufferRelease(cmd);
-  wg.ComputePassEncoderRelease(pass);
-  wg.CommandEncoderRelease(enc);
+  WGPUBindGroup group = new_group(s, m->bgl[TQG_WGSL_FAST_STAGE], buf);
+  const WGPUComputePipeline pipe = m->pipe[TQG_WGSL_FAST_STAGE];
+  const uint32_t one[3] = {1, 1, 1};
+  submit_pass(s, 1, &pipe, &group, &one);
   wg.BindGroupRelease(group);
   wg.BufferRelease(params);
   char msg[1536] = "";
@@ -1086,11 +1106,12 @@ typedef struct wg_step {
   int stage;
   uint32_t grid[3];
 } wg_step;
+#define WG_STEPS 2 /* dispatches of a launch, at most */
 
 /* The launch plan: encode and dequant one workgroup per token; attention
  * (splits, kv heads x row tiles, batch) then reduce (rows, kv heads, batch). */
 static int plan(const tq_variant *v, tq_op op, const tq_kargs *a, int fast,
-                tqg_wgsl_params *p, wg_step st[2]) {
+                tqg_wgsl_params *p, wg_step st[WG_STEPS]) {
   memset(p, 0, sizeof *p);
   p->batch = (uint32_t)a->batch;
   p->kv_heads = (uint32_t)a->kv_heads;
@@ -1176,23 +1197,9 @@ static WGPUBindGroup bind_group(wg_state *s, wg_module *m, int stage,
     if (s->groups[i].layout == m->bgl[stage] &&
         !memcmp(s->groups[i].buf, buf, sizeof buf))
       return s->groups[i].group;
-  WGPUBindGroupEntry e[TQG_WB_COUNT];
-  size_t ne = 0;
-  for (int b = 0; b < TQG_WB_COUNT; b++) {
-    if (!buf[b]) continue;
-    WGPUBindGroupEntry x = WGPU_BIND_GROUP_ENTRY_INIT;
-    x.binding = (uint32_t)b;
-    x.buffer = buf[b];
-    x.size = WGPU_WHOLE_SIZE;
-    e[ne++] = x;
-  }
-  WGPUBindGroupDescriptor gd = WGPU_BIND_GROUP_DESCRIPTOR_INIT;
-  gd.layout = m->bgl[stage];
-  gd.entryCount = ne;
-  gd.entries = e;
   wg_group *g = &s->groups[s->next_group++ % WG_GROUPS];
   drop_group(g);
-  g->group = wg.DeviceCreateBindGroup(s->device, &gd);
+  g->group = new_group(s, m->bgl[stage], buf);
   g->layout = m->bgl[stage];
   memcpy(g->buf, buf, sizeof buf);
   for (int b = 0; b < TQG_WB_COUNT; b++)
@@ -1217,7 +1224,7 @@ static tq_status wg_launch(void *state, void *module, tq_op op,
     return TQ_ERR_INVALID;
   }
   tqg_wgsl_params p;
-  wg_step steps[2];
+  wg_step steps[WG_STEPS];
   int n =
       plan(&m->variant, op, a, m->pipe[TQG_WGSL_FAST_STAGE] != NULL, &p, steps);
   for (int i = 0; i < n; i++)
@@ -1245,22 +1252,15 @@ static tq_status wg_launch(void *state, void *module, tq_op op,
   }
   push_scopes(s);
   wg.QueueWriteBuffer(s->queue, s->params, 0, &p, sizeof p);
-  WGPUCommandEncoder enc = wg.DeviceCreateCommandEncoder(s->device, NULL);
-  WGPUComputePassEncoder pass = wg.CommandEncoderBeginComputePass(enc, NULL);
+  WGPUComputePipeline pipe[WG_STEPS];
+  WGPUBindGroup group[WG_STEPS];
+  uint32_t grid[WG_STEPS][3];
   for (int i = 0; i < n; i++) {
-    int stage = steps[i].stage;
-    wg.ComputePassEncoderSetPipeline(pass, m->pipe[stage]);
-    wg.ComputePassEncoderSetBindGroup(pass, 0, bind_group(s, m, stage, a), 0,
-                                      NULL);
-    wg.ComputePassEncoderDispatchWorkgroups(pass, steps[i].grid[0],
-                                            steps[i].grid[1], steps[i].grid[2]);
+    pipe[i] = m->pipe[steps[i].stage];
+    group[i] = bind_group(s, m, steps[i].stage, a);
+    memcpy(grid[i], steps[i].grid, sizeof grid[i]);
   }
-  wg.ComputePassEncoderEnd(pass);
-  WGPUCommandBuffer cmd = wg.CommandEncoderFinish(enc, NULL);
-  wg.QueueSubmit(s->queue, 1, &cmd);
-  wg.CommandBufferRelease(cmd);
-  wg.ComputePassEncoderRelease(pass);
-  wg.CommandEncoderRelease(enc);
+  submit_pass(s, n, pipe, group, (const uint32_t (*)[3])grid);
   char msg[1536] = "";
   tq_status st = pop_scopes(s, msg, sizeof msg);
   if (st) {
