@@ -750,12 +750,12 @@ __device__ void tq_attend(const tq_kargs &a) {
  * cores (mma.sync m16n8k16, f16 in, f32 accumulate), with the centroids
  * expanded from the index bytes straight into fragments in registers:
  *  - scores S = Q K^T: A holds the block's query rows (rows 4..15 zero),
- *    loaded once; B (16 channels x 8 tokens) is built per lane from one
- *    byte of two index words (4-bit) or one byte (2-bit) of its token;
+ *    loaded once; B (16 channels x 8 tokens) is built per lane from its
+ *    token's index words;
  *  - values O^T = V^T P^T: P^T as B is the scores' accumulator fragment
  *    itself (the lane holding S[row][token] holds B[token][row]), so the
  *    weights never leave registers; A (16 channels x 16 tokens) comes
- *    from one byte of each of four tokens.
+ *    from the index words of four tokens.
  * Which index feeds which mma channel is free (the same channel order for
  * q and keys leaves q.k unchanged; the output channel is recorded), so it
  * is chosen to give every lane whole words: a quarter of each key of its
@@ -845,21 +845,27 @@ struct tq_fast_smem {
   float qs[TQ_RQ];                       /* largest |q| of each row */
 #else
   float4 q[TQ_D]; /* q[j]: channel j of the block's four rows */
+  float kcb[1 << TQ_KB];
+  float vcb[1 << TQ_VB];
 #endif
   float rot[TQ_RQ][TQ_D];
   float tmp[TQ_D];
-  float kcb[1 << TQ_KB];
-  float vcb[1 << TQ_VB];
   float m[TQ_WARPS][TQ_RQ];
   float l[TQ_WARPS][TQ_RQ];
 };
 
+/* The shared-memory address of a generic pointer into shared memory. */
+__device__ __forceinline__ unsigned tq_smem_addr(const void *p) {
+  unsigned a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+
 /* 4-byte asynchronous copy global -> shared (sm_80+), plain copy before. */
 __device__ __forceinline__ void tq_cp4(tq_u32 *dst, const tq_u32 *src) {
 #if __CUDA_ARCH__ >= 800
-  unsigned d;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(d) : "l"(dst));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(src) : "memory");
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(tq_smem_addr(dst)), "l"(src)
+               : "memory");
 #else
   *dst = *src;
 #endif
@@ -867,9 +873,8 @@ __device__ __forceinline__ void tq_cp4(tq_u32 *dst, const tq_u32 *src) {
 /* 16-byte asynchronous copy (both addresses 16-byte aligned), L2 only. */
 __device__ __forceinline__ void tq_cp16(tq_u32 *dst, const tq_u32 *src) {
 #if __CUDA_ARCH__ >= 800
-  unsigned d;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(d) : "l"(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(tq_smem_addr(dst)), "l"(src)
+               : "memory");
 #else
   *(uint4 *)dst = *(const uint4 *)src;
 #endif
@@ -921,11 +926,12 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
   const tq_act *q = (const tq_act *)a.q;
   int ctx[TQ_RQ];
 
-  if (tid < (1 << TQ_KB)) s.kcb[tid] = tq_k_cb[tid];
-  if (tid < (1 << TQ_VB)) s.vcb[tid] = tq_v_cb[tid];
 #if TQ_DMMA
   if (tid < (1 << TQ_KB)) s.kh[tid] = tq_h2(tq_k_cb[tid], tq_k_cb[tid]);
   if (tid < (1 << TQ_VB)) s.vh[tid] = tq_h2(tq_v_cb[tid], tq_v_cb[tid]);
+#else
+  if (tid < (1 << TQ_KB)) s.kcb[tid] = tq_k_cb[tid];
+  if (tid < (1 << TQ_VB)) s.vcb[tid] = tq_v_cb[tid];
 #endif
   for (int r = 0; r < TQ_RQ; r++) {
     int row = r0 + r, tok = row / TQ_G, g = row % TQ_G;
@@ -1244,11 +1250,6 @@ struct tq_mma_smem {
   tq_u16 kcb[1 << TQ_KB], vcb[1 << TQ_VB];
 };
 
-__device__ __forceinline__ unsigned tq_smem_addr(const void *p) {
-  unsigned a;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-  return a;
-}
 
 #if TQ_DTYPE == TQ_DTYPE_F16
 #define TQ_MMA_TYPE "f16"
