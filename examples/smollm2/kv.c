@@ -156,8 +156,9 @@ tq_status smol_kv_create(tq_backend *be, const smol_config *cfg,
   }
   if (!st && o->smooth && o->kind != SMOL_KV_F32) {
     kv->scale = malloc((size_t)kv->L * kv->H * kv->d * sizeof(float));
-    kv->qs = malloc((size_t)o->max_chunk * kv->H * kv->G * kv->d * sizeof(float));
-    if (!kv->scale || !kv->qs) st = TQ_ERR_NOMEM;
+    if (o->kind == SMOL_KV_TQ)
+      kv->qs = malloc((size_t)o->max_chunk * kv->H * kv->G * kv->d * sizeof(float));
+    if (!kv->scale || (o->kind == SMOL_KV_TQ && !kv->qs)) st = TQ_ERR_NOMEM;
   }
   if (!st && (o->kind == SMOL_KV_MINMAX || o->kind == SMOL_KV_SIM)) {
     kv->kq = malloc(cache_floats(kv) * sizeof(float));
@@ -333,7 +334,9 @@ static void set_scales(smol_kv *kv, int layer, int n, const float *k,
   }
 }
 
-/* Smoothing: keys divided and queries multiplied by the layer's scales. */
+/* Smoothing: keys divided by the layer's scales; queries multiplied by
+ * them for the packed cache, whose kernels score q against k / s (the
+ * simulated caches scale their dequantized keys back instead: unsmooth). */
 static void smoothed(smol_kv *kv, int layer, int pos, int n, const float **k,
                      const float **q) {
   if (!kv->scale) return;
@@ -341,15 +344,14 @@ static void smoothed(smol_kv *kv, int layer, int pos, int n, const float **k,
   if (pos == 0) set_scales(kv, layer, n, *k, *q);
   const float *s = kv->scale + (size_t)layer * H * d;
   for (size_t t = 0; t < (size_t)n; t++)
-    for (int i = 0; i < H * d; i++) {
-      size_t at = t * H * d + (size_t)i;
-      kv->ks[at] = (*k)[at] / s[i];
-      for (int g = 0; g < G; g++) {
-        size_t qa = (t * H + (size_t)(i / d)) * G * d + (size_t)g * d + (size_t)(i % d);
-        kv->qs[qa] = (*q)[qa] * s[i];
-      }
-    }
+    for (size_t i = 0; i < (size_t)H * d; i++)
+      kv->ks[t * H * d + i] = (*k)[t * H * d + i] / s[i];
   *k = kv->ks;
+  if (kv->o.kind != SMOL_KV_TQ) return;
+  for (size_t r = 0; r < (size_t)n * H * G; r++) { /* row r: q head r % (H G) */
+    const float *sh = s + (r % ((size_t)H * G)) / (size_t)G * d;
+    for (int c = 0; c < d; c++) kv->qs[r * d + c] = (*q)[r * d + c] * sh[c];
+  }
   *q = kv->qs;
 }
 
