@@ -41,16 +41,14 @@ static int mma_prefill(const tq_variant *v, tq_op op) {
   return op == TQ_OP_PREFILL && fast_path(v) && v->dtype != TQ_F32;
 }
 
-/* The template's TQ_EFAST: encode in registers, a warp for the key and one
- * for the value. */
-static int packs(int d, int bits) {
-  int lane_bits = d / 32 * bits;
-  return 32 % lane_bits == 0 || lane_bits % 32 == 0;
-}
+/* The template's TQ_EFAST: encode in registers, a vector on d / lane_ch
+ * lanes of lane_ch channels, whose index bits fill whole words. */
+static int encode_lane_channels(int d) { return d < 256 ? 16 : 32; }
 static int encode_fast(const tq_variant *v) {
-  int d = v->head_dim;
+  int d = v->head_dim, ch = encode_lane_channels(d);
   return v->outlier_count == 0 && !v->qjl && v->value_method == TQ_VALUE_TQ && d >= 32 &&
-         d <= 256 && (d & (d - 1)) == 0 && packs(d, v->key_bits) && packs(d, v->value_bits);
+         d <= 256 && (d & (d - 1)) == 0 && ch * v->key_bits % 32 == 0 &&
+         ch * v->value_bits % 32 == 0;
 }
 
 static int splits(const tq_variant *v, const tq_kargs *a) {
@@ -76,8 +74,16 @@ int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a,
     return 0;
   if (op == TQ_OP_ENCODE || op == TQ_OP_DEQUANT) {
     steps[0].entry = op == TQ_OP_ENCODE ? "encode" : "dequant";
-    set3(steps[0].grid, (unsigned)a->n_tokens, (unsigned)a->kv_heads, (unsigned)a->batch);
-    set3(steps[0].block, op == TQ_OP_ENCODE && encode_fast(v) ? 64 : 32, 1, 1);
+    if (op == TQ_OP_ENCODE && encode_fast(v)) {
+      long per_block = THREADS / (v->head_dim / encode_lane_channels(v->head_dim));
+      long groups = ((long)a->n_tokens * a->kv_heads + per_block - 1) / per_block;
+      if (groups > 0x7fffffffL) return 0;
+      set3(steps[0].grid, (unsigned)groups, 2, (unsigned)a->batch);
+      set3(steps[0].block, THREADS, 1, 1);
+    } else {
+      set3(steps[0].grid, (unsigned)a->n_tokens, (unsigned)a->kv_heads, (unsigned)a->batch);
+      set3(steps[0].block, 32, 1, 1);
+    }
     steps[0].shared_bytes = 0;
     return 1;
   }

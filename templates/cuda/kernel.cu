@@ -254,96 +254,137 @@ __device__ void tq_encode_outliers(tq_encode_smem &s, const tq_u16 *perm,
 
 /* ---- encode, fast path -------------------------------------------------
  * Variants with no outliers, no QJL and TurboQuant values over a power-of-
- * two head_dim whose per-lane index bits pack into whole words: one warp
- * holds a vector in registers (TQ_EE channels a lane), runs the Walsh-
- * Hadamard butterflies in-lane and then across lanes by shuffles, and
- * quantizes, packs and stores without shared memory or block barriers. */
-#define TQ_EE (TQ_D / 32) /* channels of a lane */
-#define TQ_EPACK(bits) (32 % (TQ_EE * (bits)) == 0 || (TQ_EE * (bits)) % 32 == 0)
+ * two head_dim whose per-lane index bits pack into whole words.  A vector
+ * lives in the registers of TQ_EV lanes, TQ_EL channels each: the Walsh-
+ * Hadamard butterflies run in-lane, then across those lanes by shuffles;
+ * the codebook search and packing follow with no block barrier.  A block
+ * encodes TQ_EVB vectors of one cache (blockIdx.y: keys or values), so the
+ * branch between the two is uniform.  Instruction issue is what bounds
+ * this kernel, so the lane count keeps shuffles few and the boundaries sit
+ * in shared memory for a branch-free search. */
+#define TQ_EL (TQ_D < 256 ? 16 : 32)     /* channels of a lane */
+#define TQ_EV (TQ_D / TQ_EL)              /* lanes of a vector */
+#define TQ_EVB (TQ_THREADS / TQ_EV)       /* vectors of a block */
+#define TQ_EPACK(bits) ((TQ_EL * (bits)) % 32 == 0) /* whole words a lane */
 #define TQ_EFAST (TQ_O == 0 && !TQ_QJL && !TQ_VMINMAX && TQ_D >= 32 && TQ_D <= 256 && \
                   (TQ_D & (TQ_D - 1)) == 0 && TQ_EPACK(TQ_KB) && TQ_EPACK(TQ_VB))
 #if TQ_EFAST
-/* Encodes channels at src + at (in perm order) into one slot part. */
-__device__ __forceinline__ void tq_encode_warp(const tq_act *src, size_t at, const tq_u16 *perm,
-                                               int bits, const float *cb, const float *bnd,
-                                               tq_u8 *slot, int idx_off, int scale_off) {
-  const int lane = threadIdx.x & 31;
-  float x[TQ_EE];
-  for (int e = 0; e < TQ_EE; e++) {
-    const int j = lane * TQ_EE + e;
-    x[e] = tq_load(src, at + tq_channel(perm, j)) * TQ_MAIN_SIGNS[j];
+struct tq_efast_smem {
+  float sign[TQ_D];
+  float bnd[255], cb[256];
+};
+
+/* One part (key or value) of the vector of token i, head h, sequence b;
+ * every lane of the warp takes part (the shuffles), valid or not. */
+template <int bits>
+__device__ __forceinline__ void tq_encode_vec(const tq_kargs &a, const tq_efast_smem &s,
+                                              const tq_act *src, void *cache, int bytes,
+                                              int idx_off, int scale_off, bool valid, int b,
+                                              int h, int i) {
+  const int sub = threadIdx.x % TQ_EV, j0 = sub * TQ_EL;
+  const tq_u16 *perm = tq_perm(a, h);
+  const size_t at = (((size_t)b * a.n_tokens + i) * a.kv_heads + h) * TQ_D;
+  float x[TQ_EL];
+  if (!valid) {
+    for (int e = 0; e < TQ_EL; e++) x[e] = 0.f;
+  } else if (perm) {
+    for (int e = 0; e < TQ_EL; e++) x[e] = tq_load(src, at + perm[j0 + e]);
+  } else {
+#if TQ_DTYPE == TQ_DTYPE_F32
+    const float4 *p = (const float4 *)(src + at + j0);
+    for (int e = 0; e < TQ_EL / 4; e++) {
+      const float4 w = p[e];
+      x[4 * e] = w.x, x[4 * e + 1] = w.y, x[4 * e + 2] = w.z, x[4 * e + 3] = w.w;
+    }
+#else
+    const uint4 *p = (const uint4 *)(src + at + j0);
+    for (int e = 0; e < TQ_EL / 8; e++) {
+      const uint4 w = p[e];
+      const tq_u32 u[4] = {w.x, w.y, w.z, w.w};
+      for (int k = 0; k < 4; k++) {
+        x[8 * e + 2 * k] = tq_load((const tq_act *)&u[k], 0);
+        x[8 * e + 2 * k + 1] = tq_load((const tq_act *)&u[k], 1);
+      }
+    }
+#endif
   }
-  for (int hh = 1; hh < TQ_EE; hh <<= 1)
-    for (int e = 0; e < TQ_EE; e++)
+  for (int e = 0; e < TQ_EL; e++) x[e] *= s.sign[j0 + e];
+  for (int hh = 1; hh < TQ_EL; hh <<= 1)
+    for (int e = 0; e < TQ_EL; e++)
       if (!(e & hh)) {
         const float u = x[e], w = x[e + hh];
         x[e] = u + w;
         x[e + hh] = u - w;
       }
-  for (int m = 1; m < 32; m <<= 1)
-    for (int e = 0; e < TQ_EE; e++) {
-      const float w = __shfl_xor_sync(TQ_FULL, x[e], m);
-      x[e] = lane & m ? w - x[e] : x[e] + w;
-    }
-  const float s = rsqrtf((float)TQ_D);
+  for (int m = 1; m < TQ_EV; m <<= 1) {
+    const float sg = sub & m ? -1.f : 1.f; /* the upper half keeps u - w */
+    for (int e = 0; e < TQ_EL; e++) x[e] = fmaf(x[e], sg, __shfl_xor_sync(TQ_FULL, x[e], m));
+  }
+  /* x is sqrt(d) times the rotated vector y; n2 = |y|^2. */
   float n2 = 0.f;
-  for (int e = 0; e < TQ_EE; e++) {
-    x[e] *= s;
-    n2 += x[e] * x[e];
-  }
-  n2 = tq_warp_sum(n2);
-  const float z = n2 > 0.f ? sqrtf((float)TQ_D / n2) : 0.f;
-  unsigned idx[TQ_EE];
+  for (int e = 0; e < TQ_EL; e++) n2 = fmaf(x[e], x[e], n2);
+  for (int m = 1; m < TQ_EV; m <<= 1) n2 += __shfl_xor_sync(TQ_FULL, n2, m);
+  n2 *= 1.f / (float)TQ_D;
+  /* The unit-variance coordinates are y * sqrt(d / n2) = x / sqrt(n2). */
+  const float z = n2 > 0.f ? rsqrtf(n2) : 0.f;
+  constexpr int words = TQ_EL * bits / 32; /* index words of a lane */
+  tq_u32 word[words];
+  for (int w = 0; w < words; w++) word[w] = 0u;
   float c2 = 0.f;
-  for (int e = 0; e < TQ_EE; e++) {
+  for (int e = 0; e < TQ_EL; e++) {
     const float v = x[e] * z;
-    int lo = 0, hi = (1 << bits) - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi) >> 1;
-      if (v >= bnd[mid]) lo = mid + 1; else hi = mid;
-    }
-    idx[e] = (unsigned)lo;
-    c2 += cb[lo] * cb[lo];
+    /* Boundaries at or below v, found a power of two at a time; lo counts
+     * in bytes so each probe is one shared load at a constant offset. */
+    unsigned lo = 0;
+    for (int half = 1 << (bits - 1); half; half >>= 1)
+      if (v >= *(const float *)((const char *)s.bnd + lo + 4 * (half - 1))) lo += 4 * half;
+    const float c = *(const float *)((const char *)s.cb + lo);
+    c2 = fmaf(c, c, c2);
+    lo >>= 2;
+    const int k = e * bits / 32, sh = e * bits % 32; /* docs/FORMAT.md bit order */
+    word[k] |= lo << sh;
+    if (sh + bits > 32) word[k + 1] |= lo >> (32 - sh);
   }
-  c2 = tq_warp_sum(c2);
+  for (int m = 1; m < TQ_EV; m <<= 1) c2 += __shfl_xor_sync(TQ_FULL, c2, m);
+  if (!valid) return;
+  tq_u8 *slot = tq_slot(a, cache, bytes, b, h, a.seq_lens[b] - a.n_tokens + i);
   tq_u32 *dst = (tq_u32 *)(slot + idx_off);
-  const int fb = TQ_EE * bits; /* index bits of a lane */
-  if (fb <= 32) {
-    const int lpw = 32 / fb; /* lanes per word */
-    tq_u32 f = 0;
-    for (int e = 0; e < TQ_EE; e++) f |= idx[e] << (e * bits);
-    f <<= (lane % lpw) * fb;
-    for (int o = 1; o < lpw; o <<= 1) f |= __shfl_xor_sync(TQ_FULL, f, o);
-    if (lane % lpw == 0) dst[lane / lpw] = f;
-  } else {
-    for (int w = 0; w < fb / 32; w++) {
-      tq_u32 f = 0;
-      for (int e = 0; e < 32 / bits; e++) f |= idx[w * (32 / bits) + e] << (e * bits);
-      dst[lane * (fb / 32) + w] = f;
-    }
-  }
-  if (lane == 0)
+  for (int w = 0; w < words; w++) dst[sub * words + w] = word[w];
+  if (sub == 0)
     *(float *)(slot + scale_off) = TQ_NC && c2 > 0.f ? sqrtf(n2 / c2) : sqrtf(n2 / (float)TQ_D);
 }
 #endif
 
-/* grid (n_tokens, kv_heads, batch): one token of one head; one warp, or
- * two on the fast path (backends/cuda_plan.c). */
+/* Fast path: grid (vector groups of TQ_EVB, keys | values, batch), TQ_THREADS
+ * threads.  Otherwise grid (n_tokens, kv_heads, batch), one warp for one
+ * token of one head (backends/cuda_plan.c). */
 extern "C" __global__ void {{SYM}}_encode(const tq_kargs a) {
+#if TQ_EFAST
+  __shared__ tq_efast_smem s;
+  const bool value = blockIdx.y;
+  const int levels = 1 << (value ? TQ_VB : TQ_KB);
+  const float *cb = value ? tq_v_cb : tq_k_cb, *bnd = value ? tq_v_bnd : tq_k_bnd;
+  for (int j = threadIdx.x; j < TQ_D; j += blockDim.x) s.sign[j] = TQ_MAIN_SIGNS[j];
+  for (int j = threadIdx.x; j < levels; j += blockDim.x) {
+    s.cb[j] = cb[j];
+    if (j < levels - 1) s.bnd[j] = bnd[j];
+  }
+  __syncthreads();
+  const int vec = blockIdx.x * TQ_EVB + threadIdx.x / TQ_EV, b = blockIdx.z;
+  const int i = vec / a.kv_heads, h = vec % a.kv_heads;
+  const bool valid = vec < a.n_tokens * a.kv_heads;
+  if (value)
+    tq_encode_vec<TQ_VB>(a, s, (const tq_act *)a.v, a.v_cache, TQ_V_BYTES, TQ_V_IDX,
+                         TQ_V_SCALE, valid, b, h, i);
+  else
+    tq_encode_vec<TQ_KB>(a, s, (const tq_act *)a.k, a.k_cache, TQ_K_BYTES, TQ_K_IDX,
+                         TQ_K_SCALE, valid, b, h, i);
+#else
   __shared__ tq_encode_smem s;
   const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int t = a.seq_lens[b] - a.n_tokens + i;
   const tq_u16 *perm = tq_perm(a, h);
   const size_t at = (((size_t)b * a.n_tokens + i) * a.kv_heads + h) * TQ_D;
-#if TQ_EFAST /* two warps: the key, the value */
-  if (threadIdx.x < 32)
-    tq_encode_warp((const tq_act *)a.k, at, perm, TQ_KB, tq_k_cb, tq_k_bnd,
-                   tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, t), TQ_K_IDX, TQ_K_SCALE);
-  else
-    tq_encode_warp((const tq_act *)a.v, at, perm, TQ_VB, tq_v_cb, tq_v_bnd,
-                   tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, t), TQ_V_IDX, TQ_V_SCALE);
-  return;
-#endif
   for (int kv = 0; kv < 2; kv++) {
     const tq_act *src = (const tq_act *)(kv ? a.v : a.k);
     tq_u8 *slot = tq_slot(a, kv ? a.v_cache : a.k_cache, kv ? TQ_V_BYTES : TQ_K_BYTES, b, h, t);
@@ -416,6 +457,7 @@ extern "C" __global__ void {{SYM}}_encode(const tq_kargs a) {
 #endif
     }
   }
+#endif
 }
 
 /* ---- attention --------------------------------------------------------- */
