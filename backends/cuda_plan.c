@@ -35,10 +35,23 @@ static int fast_path(const tq_variant *v) {
 }
 
 /* The template's TQ_MMA: prefill of these runs on tensor cores, TQ_MROWS
- * query rows a block, one split. */
-#define MMA_ROWS 64 /* TQ_MROWS */
+ * query rows a block, one split, and writes the output itself (no
+ * workspace, no reduce). */
+#define MMA_ROWS 128  /* TQ_MROWS */
+#define MMA_TOKENS 64 /* TQ_MTOK */
 static int mma_prefill(const tq_variant *v, tq_op op) {
   return op == TQ_OP_PREFILL && fast_path(v) && v->dtype != TQ_F32;
+}
+
+/* sizeof(struct tq_mma_smem): q rows, key and value tiles of halves (rows
+ * padded by 8), a tile of packed key and value slots, scales, tables. */
+static unsigned mma_shared_bytes(const tq_variant *v) {
+  tq_slot_layout k, val;
+  tqg_key_layout(v, &k);
+  tqg_value_layout(v, &val);
+  unsigned ld = 2u * (unsigned)(v->head_dim + 8);
+  return (MMA_ROWS + 2 * MMA_TOKENS) * ld + MMA_TOKENS * (unsigned)(k.bytes + val.bytes) +
+         3 * MMA_TOKENS * 4 + 2 * 8 * 4;
 }
 
 /* The template's TQ_EFAST: encode in registers, a vector on d / lane_ch
@@ -88,15 +101,21 @@ int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a,
     return 1;
   }
   int rows = a->n_tokens * v->group, tiles = (rows + ROWS - 1) / ROWS;
+  if (mma_prefill(v, op)) {
+    /* One block per (row tile, sequence, kv head), heaviest tiles first. */
+    long blocks = (long)((rows + MMA_ROWS - 1) / MMA_ROWS) * a->batch * a->kv_heads;
+    if (blocks > 0x7fffffffL) return 0;
+    steps[0].entry = "prefill";
+    set3(steps[0].grid, (unsigned)blocks, 1, 1);
+    set3(steps[0].block, THREADS, 1, 1);
+    steps[0].shared_bytes = mma_shared_bytes(v);
+    return 1;
+  }
   long y = (long)a->kv_heads * tiles;
-  if (y > 65535 && !mma_prefill(v, op)) return 0;
+  if (y > 65535) return 0;
   int groups = (THREADS / 32) * (32 / lanes_per_key(v));
   steps[0].entry = op == TQ_OP_DECODE ? "decode" : "prefill";
-  if (mma_prefill(v, op))
-    set3(steps[0].grid, (unsigned)((rows + MMA_ROWS - 1) / MMA_ROWS), (unsigned)a->kv_heads,
-         (unsigned)a->batch);
-  else
-    set3(steps[0].grid, (unsigned)splits(v, a), (unsigned)y, (unsigned)a->batch);
+  set3(steps[0].grid, (unsigned)splits(v, a), (unsigned)y, (unsigned)a->batch);
   set3(steps[0].block, THREADS, 1, 1);
   steps[0].shared_bytes =
       fast_path(v) ? 0 : (unsigned)(sizeof(float) * groups * ROWS * v->head_dim /* TQ_VDIM */);
@@ -113,7 +132,7 @@ int tq_cuda_splits(const tq_variant *v, tq_op op, const tq_kargs *a) {
 }
 
 size_t tq_cuda_workspace(const tq_variant *v, tq_op op, const tq_kargs *a) {
-  if (op != TQ_OP_DECODE && op != TQ_OP_PREFILL) return 0;
+  if ((op != TQ_OP_DECODE && op != TQ_OP_PREFILL) || mma_prefill(v, op)) return 0;
   size_t rows = (size_t)a->n_tokens * v->group;
   return sizeof(float) * (size_t)a->batch * a->kv_heads * rows * tq_cuda_splits(v, op, a) *
          (2 + v->head_dim /* TQ_VDIM */);

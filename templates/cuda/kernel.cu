@@ -13,7 +13,10 @@
  * fixed run of channels, so every cache byte is read once per block and
  * straight from codebook values: no dequantized K or V exists.  Partial
  * softmax states go to the workspace and the reduce kernel merges the
- * splits, rotates the output back once and writes it. */
+ * splits, rotates the output back once and writes it.  Prefill of the
+ * f16/bf16 fast-path variants is the exception: tq_prefill_mma (tensor
+ * cores, one block per 128 query rows, dynamic shared memory) writes the
+ * output itself. */
 
 #define TQ_THREADS 128
 #define TQ_WARPS (TQ_THREADS / 32)
@@ -1262,40 +1265,69 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 }
 #endif
 
-/* ---- attention on tensor cores ------------------------------------------
+/* ---- prefill on tensor cores --------------------------------------------
  * Prefill of the fast-path variants in f16 or bf16: flash attention with
- * mma.sync m16n8k16 over K and V tiles expanded from their codebooks into
- * shared memory, in the rotated basis (scores and the output never leave it
- * until the reduce kernel rotates back).  Grid (row tiles of 64, kv_heads,
- * batch), four warps of 16 query rows each, one context split.  (Decode
- * through it, splitting the context, measured 3.4x slower than the fast
- * path at B = 8, 16K: with 4 rows a tile the expansion is not amortized; see
- * bench/RESULTS.md.)  The key scale multiplies the f32 scores, the value
- * scale the probabilities, so the tiles hold plain centroids. */
+ * mma.sync m16n8k16 (f32 accumulators) in the rotated basis.  Grid: one
+ * block per (row tile of TQ_MROWS query rows, kv head, sequence), the
+ * heaviest row tiles (longest causal context) first; 128 threads, four
+ * warps of 32 rows (two m tiles each), one context split, and the block
+ * rotates its output back and writes it: no workspace, no reduce kernel.
+ *
+ * The context goes by in tiles of TQ_MTOK tokens.  The whole block expands
+ * each tile once from its packed slots into shared f16/bf16 centroids (K
+ * and V tiles of [token][channel]) that all four warps read with
+ * ldmatrix, so an expansion serves 128 rows.  The slots themselves arrive
+ * by cp.async half a tile ahead, and each tile takes two barriers:
+ *   A: copy keys of tile t+1; expand values of t;  S = Q K^T (tile t)
+ *   B: copy values of t+1;   expand keys of t+1;   softmax, O += P V (t)
+ * so every phase overlaps one expansion with one product.  The key scale
+ * multiplies the f32 scores, the value scale the probabilities; the
+ * tiles hold plain centroids.
+ *
+ * Expansion needs no table in shared memory: the codebook's f16 high and
+ * low bytes sit in eight registers, and one prmt looks up four 3-bit
+ * indices at once (4-bit: both halves of the codebook, picked per byte by
+ * the index's top bit through prmt's sign-replicate mode; 2-bit indices
+ * are first spread to nibbles).  A 32-bit word of 4-bit indices becomes 16
+ * bytes of centroids in about 20 instructions and one 16-byte store.
+ *
+ * q is read into shared memory, rotated in registers (butterflies inside a
+ * lane, then across its lane quad by shuffles) with the softmax scale and
+ * log2(e) folded in, and stays there as f16/bf16 for ldmatrix; scores are
+ * in base 2 (ex2).  (Decode through a 64-row version of this kernel,
+ * splitting the context, measured 3.4x slower than the fast path at B = 8,
+ * 16K: with 4 live rows a tile the expansion is not amortized; see
+ * bench/RESULTS.md.) */
 #define TQ_MMA (TQ_FAST && TQ_DTYPE != TQ_DTYPE_F32)
 #if TQ_MMA
-#define TQ_MROWS 64 /* query rows of a block */
-#define TQ_MTOK 64  /* cache tokens of a tile */
-#define TQ_MLD (TQ_D + 8) /* halves per tile row: +16 bytes keeps ldmatrix rows on distinct banks */
-#define TQ_MKB (TQ_D / 16) /* k steps over the head dimension */
+#define TQ_MROWS 128 /* query rows of a block: 32 a warp */
+#define TQ_MTOK 64   /* cache tokens of a tile */
+#define TQ_MLD (TQ_D + 8) /* halves per shared row: +16 bytes keeps ldmatrix rows on distinct banks */
+#define TQ_MKB (TQ_D / 16) /* k steps of QK^T over the head dimension */
 #define TQ_MNT (TQ_MTOK / 8) /* n tiles of scores */
+#define TQ_MVT (TQ_D / 8)    /* n tiles of the output */
+#define TQ_MQL (TQ_D / 4)    /* channels of a q row one lane rotates */
+#define TQ_MUNITS (TQ_MTOK * TQ_D / 8) /* 8-channel runs of a tile */
+#define TQ_MSTAGE 16 /* tokens a warp copies per tile */
+#define TQ_LOG2E 1.4426950408889634f
 
+/* Dynamic shared memory; backends/cuda_plan.c (mma_shared_bytes) mirrors
+ * this layout, and the kernel traps if it got less. */
 struct tq_mma_smem {
-  union {
-    float q[TQ_MROWS][TQ_D]; /* the rows, rotated, before they go to registers */
-    struct {
-      tq_u16 k[TQ_MTOK][TQ_MLD];
-      tq_u16 v[TQ_MTOK][TQ_MLD];
-    } kv;
-  } u;
-  float ksc[TQ_MTOK], vsc[TQ_MTOK];
-  tq_u16 kcb[1 << TQ_KB], vcb[1 << TQ_VB];
+  tq_u16 q[TQ_MROWS][TQ_MLD]; /* rotated, scaled rows */
+  tq_u16 k[TQ_MTOK][TQ_MLD];  /* key centroids of a tile */
+  tq_u16 v[TQ_MTOK][TQ_MLD];  /* value centroids */
+  tq_u32 sk[TQ_MTOK * TQ_KSW]; /* packed key slots, a tile ahead */
+  tq_u32 sv[TQ_MTOK * TQ_VSW]; /* packed value slots */
+  float ksc[2][TQ_MTOK]; /* key scales of the tile computed and the next */
+  float vsc[TQ_MTOK];
+  tq_u32 tab[2][8]; /* keys, values: high bytes of centroids 0-15, then low bytes */
 };
-
 
 #if TQ_DTYPE == TQ_DTYPE_F16
 #define TQ_MMA_TYPE "f16"
 __device__ __forceinline__ tq_u16 tq_to_half(float x) { return tq_f2h(x); }
+__device__ __forceinline__ float tq_half_to_f(tq_u16 x) { return tq_h2f(x); }
 __device__ __forceinline__ tq_u32 tq_pack2(float lo, float hi) {
   tq_u32 r;
   asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
@@ -1304,6 +1336,7 @@ __device__ __forceinline__ tq_u32 tq_pack2(float lo, float hi) {
 #else
 #define TQ_MMA_TYPE "bf16"
 __device__ __forceinline__ tq_u16 tq_to_half(float x) { return tq_f2bf(x); }
+__device__ __forceinline__ float tq_half_to_f(tq_u16 x) { return tq_bf2f(x); }
 __device__ __forceinline__ tq_u32 tq_pack2(float lo, float hi) {
   tq_u32 r;
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
@@ -1313,246 +1346,430 @@ __device__ __forceinline__ tq_u32 tq_pack2(float lo, float hi) {
 
 __device__ __forceinline__ void tq_mma(float *c, const tq_u32 *a, tq_u32 b0, tq_u32 b1) {
   asm("mma.sync.aligned.m16n8k16.row.col.f32." TQ_MMA_TYPE "." TQ_MMA_TYPE ".f32 "
-               "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* Two 8x8 b16 matrices from shared memory: lanes 0-7 name the rows of the
- * first, lanes 8-15 of the second; trans transposes each. */
-__device__ __forceinline__ void tq_ldm2(tq_u32 &b0, tq_u32 &b1, const tq_u16 *row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
-               : "=r"(b0), "=r"(b1) : "r"(tq_smem_addr(row)) : "memory");
+/* Four 8x8 b16 matrices from shared memory (addr: a shared-window
+ * address): lanes 8i .. 8i+7 name the rows of matrix i, which lands in
+ * r[i]; trans transposes each. */
+__device__ __forceinline__ void tq_ldm4(tq_u32 *r, unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr) : "memory");
 }
-__device__ __forceinline__ void tq_ldm2t(tq_u32 &b0, tq_u32 &b1, const tq_u16 *row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
-               : "=r"(b0), "=r"(b1) : "r"(tq_smem_addr(row)) : "memory");
+__device__ __forceinline__ void tq_ldm4t(tq_u32 *r, unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr) : "memory");
 }
 
-/* One warp rotates its 16 rows of q in place (main rotation R). */
-__device__ void tq_rotate_rows(float (*x)[TQ_D]) {
-  const int lane = threadIdx.x & 31;
-#if (TQ_D & (TQ_D - 1)) == 0
-  for (int i = lane; i < 16 * TQ_D; i += 32) x[i / TQ_D][i % TQ_D] *= TQ_MAIN_SIGNS[i % TQ_D];
-  for (int hh = 1; hh < TQ_D; hh <<= 1) {
-    __syncwarp();
-    for (int p = lane; p < 16 * TQ_D / 2; p += 32) {
-      const int r = p / (TQ_D / 2), pp = p % (TQ_D / 2);
-      const int i = (pp / hh) * 2 * hh + pp % hh;
-      const float u = x[r][i], w = x[r][i + hh];
-      x[r][i] = u + w;
-      x[r][i + hh] = u - w;
-    }
-  }
-  __syncwarp();
-  const float sc = rsqrtf((float)TQ_D);
-  for (int i = lane; i < 16 * TQ_D; i += 32) x[i / TQ_D][i % TQ_D] *= sc;
-#else
-  for (int r = 0; r < 16; r++) {
-    float y[TQ_D / 32];
-    __syncwarp();
-    for (int e = 0; e < TQ_D / 32; e++) {
-      const int i = lane + 32 * e;
-      float acc = 0.f;
-      for (int k = 0; k < TQ_D; k++) acc += TQ_MAIN_MATRIX[i * TQ_D + k] * x[r][k];
-      y[e] = acc;
-    }
-    __syncwarp();
-    for (int e = 0; e < TQ_D / 32; e++) x[r][lane + 32 * e] = y[e];
-  }
+/* prmt.b32: byte k of the result is byte s[4k+2:4k] of {b, a}, or, where
+ * s[4k+3] is set, that byte's top bit replicated. */
+__device__ __forceinline__ tq_u32 tq_prmt(tq_u32 a, tq_u32 b, tq_u32 s) {
+  tq_u32 r;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(s));
+  return r;
+}
+__device__ __forceinline__ float tq_ex2(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+/* Waits for every cp.async group of this thread. */
+__device__ __forceinline__ void tq_cp_wait_all(void) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
+}
+
+/* The lookup table of a codebook of width bits (<= 4): words 0-3 hold the
+ * high bytes of the f16/bf16 centroids 0-15, four to a word, words 4-7
+ * the low bytes; centroids past the codebook are 0. */
+__device__ __forceinline__ void tq_mma_table(const float *cb, int bits, tq_u32 *tab) {
+  for (int w = 0; w < 8; w++) tab[w] = 0u;
+  for (int e = 0; e < (1 << bits); e++) {
+    const tq_u32 h = tq_to_half(cb[e]);
+    tab[e / 4] |= (h >> 8) << (8 * (e % 4));
+    tab[4 + e / 4] |= (h & 0xFFu) << (8 * (e % 4));
+  }
+}
+
+/* Eight indices, nibble k of x (4-bit, or 2-bit spread to nibbles), to
+ * their centroids: 16 bytes, index k in half k. */
+template <int bits>
+__device__ __forceinline__ uint4 tq_mma_lookup8(tq_u32 x, const tq_u32 *t) {
+  const tq_u32 s0 = x & 0x7777u, s1 = (x >> 16) & 0x7777u; /* low 3 bits, 4 a selector */
+  tq_u32 h0 = tq_prmt(t[0], t[1], s0), l0 = tq_prmt(t[4], t[5], s0);
+  tq_u32 h1 = tq_prmt(t[0], t[1], s1), l1 = tq_prmt(t[4], t[5], s1);
+  if (bits == 4) {
+    /* Bytes whose index has bit 3 set come from centroids 8-15: that bit
+     * is the top bit of a byte of x (odd nibbles) or of x << 4 (even). */
+    const tq_u32 xs = x << 4;
+    const tq_u32 m0 = tq_prmt(xs, x, 0xD9C8u), m1 = tq_prmt(xs, x, 0xFBEAu);
+    h0 = (h0 & ~m0) | (tq_prmt(t[2], t[3], s0) & m0);
+    l0 = (l0 & ~m0) | (tq_prmt(t[6], t[7], s0) & m0);
+    h1 = (h1 & ~m1) | (tq_prmt(t[2], t[3], s1) & m1);
+    l1 = (l1 & ~m1) | (tq_prmt(t[6], t[7], s1) & m1);
+  }
+  uint4 r;
+  r.x = tq_prmt(l0, h0, 0x5140u);
+  r.y = tq_prmt(l0, h0, 0x7362u);
+  r.z = tq_prmt(l1, h1, 0x5140u);
+  r.w = tq_prmt(l1, h1, 0x7362u);
+  return r;
+}
+
+/* Expands the packed slots of one tile (stage: TQ_MTOK slots of sw words,
+ * indices from word idx) into dst, 8 channels a step, and copies the n
+ * live tokens' scales to sc (0 past them: their slots are stale, and a
+ * dead token's weight must stay a true 0). */
+template <int bits>
+__device__ __forceinline__ void tq_mma_expand(const tq_u32 *stage, int sw, int idx, int scale,
+                                              const tq_u32 *tab, int n, tq_u16 (*dst)[TQ_MLD],
+                                              float *sc) {
+  tq_u32 t[8];
+  *(uint4 *)&t[0] = *(const uint4 *)&tab[0];
+  *(uint4 *)&t[4] = *(const uint4 *)&tab[4];
+  const int tok0 = threadIdx.x / (TQ_D / 8), j = threadIdx.x % (TQ_D / 8);
+#pragma unroll
+  for (int e = 0; e < TQ_MUNITS / TQ_THREADS; e++) {
+    const int tok = tok0 + e * (TQ_THREADS / (TQ_D / 8));
+    tq_u32 x;
+    if (bits == 4) {
+      x = stage[tok * sw + idx + j];
+    } else { /* 2-bit: half a word; spread its 8 indices to nibbles */
+      x = (stage[tok * sw + idx + j / 2] >> (16 * (j & 1))) & 0xFFFFu;
+      x = (x | (x << 8)) & 0x00FF00FFu;
+      x = (x | (x << 4)) & 0x0F0F0F0Fu;
+      x = (x | (x << 2)) & 0x33333333u;
+    }
+    *(uint4 *)&dst[tok][8 * j] = tq_mma_lookup8<bits>(x, t);
+  }
+  if (threadIdx.x < TQ_MTOK)
+    sc[threadIdx.x] = (int)threadIdx.x < n ? __int_as_float((int)stage[threadIdx.x * sw + scale]) : 0.f;
+}
+
+/* Warp w copies the slots of tokens t0 + 16 w .. of the tile's n (t0 a
+ * multiple of TQ_MTOK) into dst; every thread commits one cp.async group. */
+__device__ __forceinline__ void tq_mma_stage(const tq_kargs &a, void *base, int words, int b,
+                                             int h, int t0, int n, tq_u32 *dst) {
+  const int s0 = TQ_MSTAGE * (threadIdx.x >> 5), m = min(TQ_MSTAGE, n - s0);
+  if (m > 0) tq_stage(a, base, words, b, h, t0 + s0, m, dst + s0 * words);
+  tq_cp_commit();
+}
+
+/* This warp's 32 rows of q: loaded, rotated (R), scaled by sm_scale log2(e)
+ * and stored as halves in s.q.  A lane quad takes one row, each lane a run
+ * of TQ_MQL channels: butterflies inside the lane, then across the quad. */
+__device__ __forceinline__ void tq_mma_load_q(const tq_kargs &a, tq_mma_smem &s, int b, int h,
+                                              int wr0, int rows) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c = lane & 3;
+  const tq_u16 *perm = tq_perm(a, h);
+  const tq_act *q = (const tq_act *)a.q;
+  const bool vec = ((size_t)q & 15u) == 0;
+  /* Raw rows first (coalesced), zeros past the last row. */
+  for (int i = lane; i < 32 * (TQ_D / 8); i += 32) {
+    const int rr = i / (TQ_D / 8), j = 8 * (i % (TQ_D / 8)), row = wr0 + rr;
+    uint4 x = make_uint4(0u, 0u, 0u, 0u);
+    if (row < rows) {
+      const int tok = row / TQ_G, gq = row % TQ_G;
+      const tq_act *src = q + (((size_t)b * a.n_tokens + tok) * a.kv_heads * TQ_G +
+                               (size_t)h * TQ_G + gq) * TQ_D + j;
+      if (vec) {
+        x = *(const uint4 *)src;
+      } else {
+        tq_u32 w[4];
+        for (int k = 0; k < 4; k++) w[k] = (tq_u32)src[2 * k] | (tq_u32)src[2 * k + 1] << 16;
+        x = make_uint4(w[0], w[1], w[2], w[3]);
+      }
+    }
+    *(uint4 *)&s.q[32 * warp + rr][j] = x;
+  }
+  tq_u32 sg = 0; /* bit i: the sign of channel c TQ_MQL + i */
+  for (int i = 0; i < TQ_MQL; i++) sg |= (TQ_MAIN_SIGNS[c * TQ_MQL + i] < 0.f ? 1u : 0u) << i;
+  const float scale = a.sm_scale * TQ_LOG2E * rsqrtf((float)TQ_D);
   __syncwarp();
-}
-
-/* Tile loads run a tile ahead of the tensor cores: each thread holds its
- * share of the next tile's index words and scales in registers while the
- * current tile is computed, then expands them into centroids. */
-#define TQ_MKW (TQ_D * TQ_KB / 32)
-#define TQ_MVW (TQ_D * TQ_VB / 32)
-#define TQ_MKL ((TQ_MTOK * TQ_MKW + TQ_THREADS - 1) / TQ_THREADS) /* key words a thread loads */
-#define TQ_MVL ((TQ_MTOK * TQ_MVW + TQ_THREADS - 1) / TQ_THREADS)
-
-struct tq_mma_tile {
-  tq_u32 k[TQ_MKL], v[TQ_MVL];
-  float ksc, vsc; /* of token threadIdx.x, for threads below TQ_MTOK */
-};
-
-/* Index word i of a tile's tokens t0 .. t0+n-1 in one cache (words per
- * token), 0 past them. */
-__device__ __forceinline__ tq_u32 tq_tile_index_word(const tq_kargs &a, void *base, int bytes,
-                                                     int idx_off, int words, int b, int h,
-                                                     int t0, int n, int i) {
-  const int tok = i / words;
-  if (tok >= n || i >= TQ_MTOK * words) return 0u;
-  return ((const tq_u32 *)(tq_slot(a, base, bytes, b, h, t0 + tok) + idx_off))[i % words];
-}
-
-__device__ __forceinline__ void tq_tile_load(const tq_kargs &a, int b, int h, int t0, int n,
-                                             tq_mma_tile &r) {
-  for (int e = 0; e < TQ_MKL; e++)
-    r.k[e] = tq_tile_index_word(a, a.k_cache, TQ_K_BYTES, TQ_K_IDX, TQ_MKW, b, h, t0, n,
-                                threadIdx.x + e * TQ_THREADS);
-  for (int e = 0; e < TQ_MVL; e++)
-    r.v[e] = tq_tile_index_word(a, a.v_cache, TQ_V_BYTES, TQ_V_IDX, TQ_MVW, b, h, t0, n,
-                                threadIdx.x + e * TQ_THREADS);
-  const int tok = threadIdx.x;
-  r.ksc = tok < n ? tq_f32_at(tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, t0 + tok) + TQ_K_SCALE) : 0.f;
-  r.vsc = tok < n ? tq_f32_at(tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, t0 + tok) + TQ_V_SCALE) : 0.f;
-}
-
-/* Word x of index width bits -> its 32/bits centroids at dst (tokens past
- * the context hold word 0 and scale 0: finite centroids, zero weight). */
-__device__ __forceinline__ void tq_tile_word(tq_u32 x, int bits, const tq_u16 *cb, tq_u32 *dst) {
-  for (int k = 0; k < 32 / bits; k += 2)
-    dst[k / 2] = (tq_u32)cb[(x >> (k * bits)) & ((1u << bits) - 1u)] |
-                 (tq_u32)cb[(x >> ((k + 1) * bits)) & ((1u << bits) - 1u)] << 16;
-}
-
-__device__ __forceinline__ void tq_tile_store(tq_mma_smem &s, const tq_mma_tile &r) {
-  for (int e = 0; e < TQ_MKL; e++) {
-    const int i = threadIdx.x + e * TQ_THREADS;
-    if (i < TQ_MTOK * TQ_MKW)
-      tq_tile_word(r.k[e], TQ_KB, s.kcb, (tq_u32 *)&s.u.kv.k[i / TQ_MKW][(i % TQ_MKW) * (32 / TQ_KB)]);
+#pragma unroll 1
+  for (int p = 0; p < 4; p++) {
+    tq_u16 *row = s.q[32 * warp + 8 * p + (lane >> 2)];
+    float x[TQ_MQL];
+#pragma unroll
+    for (int i = 0; i < TQ_MQL; i++) {
+      const float v = tq_half_to_f(row[tq_channel(perm, c * TQ_MQL + i)]);
+      x[i] = (sg >> i) & 1u ? -v : v;
+    }
+#pragma unroll
+    for (int hh = 1; hh < TQ_MQL; hh <<= 1)
+#pragma unroll
+      for (int i = 0; i < TQ_MQL; i++)
+        if (!(i & hh)) {
+          const float u = x[i], w = x[i + hh];
+          x[i] = u + w;
+          x[i + hh] = u - w;
+        }
+#pragma unroll
+    for (int bit = 1; bit <= 2; bit <<= 1)
+#pragma unroll
+      for (int i = 0; i < TQ_MQL; i++) {
+        const float o = __shfl_xor_sync(TQ_FULL, x[i], bit);
+        x[i] = c & bit ? o - x[i] : x[i] + o;
+      }
+    __syncwarp(); /* the quad has read its whole row */
+#pragma unroll
+    for (int i = 0; i < TQ_MQL; i += 8)
+      *(uint4 *)&row[c * TQ_MQL + i] =
+          make_uint4(tq_pack2(scale * x[i], scale * x[i + 1]), tq_pack2(scale * x[i + 2], scale * x[i + 3]),
+                     tq_pack2(scale * x[i + 4], scale * x[i + 5]), tq_pack2(scale * x[i + 6], scale * x[i + 7]));
   }
-  for (int e = 0; e < TQ_MVL; e++) {
-    const int i = threadIdx.x + e * TQ_THREADS;
-    if (i < TQ_MTOK * TQ_MVW)
-      tq_tile_word(r.v[e], TQ_VB, s.vcb, (tq_u32 *)&s.u.kv.v[i / TQ_MVW][(i % TQ_MVW) * (32 / TQ_VB)]);
-  }
-  if (threadIdx.x < TQ_MTOK) {
-    s.ksc[threadIdx.x] = r.ksc;
-    s.vsc[threadIdx.x] = r.vsc;
-  }
+  __syncwarp();
 }
 
 __device__ void tq_prefill_mma(const tq_kargs &a) {
-  __shared__ __align__(16) tq_mma_smem s;
-  const int b = blockIdx.z, h = blockIdx.y, r0 = blockIdx.x * TQ_MROWS;
-  const int rows = a.n_tokens * TQ_G, len = a.seq_lens[b];
+  extern __shared__ __align__(16) unsigned char tq_dyn_smem[];
+  tq_mma_smem &s = *(tq_mma_smem *)tq_dyn_smem;
+  {
+    unsigned got;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(got));
+    if (got < sizeof(tq_mma_smem)) __trap(); /* the plan and this layout disagree */
+  }
+  /* Block i: row tile (heaviest first) and (sequence, kv head). */
+  const int rows = a.n_tokens * TQ_G, tiles = (rows + TQ_MROWS - 1) / TQ_MROWS;
+  const int heads = a.batch * a.kv_heads, bh = (int)(blockIdx.x % (unsigned)heads);
+  const int b = bh / a.kv_heads, h = bh % a.kv_heads;
+  const int r0 = (tiles - 1 - (int)(blockIdx.x / (unsigned)heads)) * TQ_MROWS;
+  const int len = a.seq_lens[b], past = len - a.n_tokens;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
-  const tq_u16 *perm = tq_perm(a, h);
-  const tq_act *q = (const tq_act *)a.q;
+  const int wr0 = r0 + 32 * warp; /* this warp's first row */
 
-  if (tid < (1 << TQ_KB)) s.kcb[tid] = tq_to_half(tq_k_cb[tid]);
-  if (tid < (1 << TQ_VB)) s.vcb[tid] = tq_to_half(tq_v_cb[tid]);
-  /* This warp's rows: load scaled, rotate, keep as A fragments. */
-  float (*qw)[TQ_D] = s.u.q + warp * 16;
-  for (int i = lane; i < 16 * TQ_D; i += 32) {
-    const int row = r0 + warp * 16 + i / TQ_D, j = i % TQ_D;
-    float x = 0.f;
-    if (row < rows) {
-      const int tok = row / TQ_G, gq = row % TQ_G;
-      size_t at = (((size_t)b * a.n_tokens + tok) * a.kv_heads * TQ_G + (size_t)h * TQ_G + gq) * TQ_D;
-      x = a.sm_scale * tq_load(q, at + tq_channel(perm, j));
+  /* The context of the whole block, in tiles; start copying tile 0. */
+  const int kend = past + (min(r0 + TQ_MROWS, rows) - 1) / TQ_G + 1;
+  const int ntiles = (kend + TQ_MTOK - 1) / TQ_MTOK;
+  tq_mma_stage(a, a.k_cache, TQ_KSW, b, h, 0, min(TQ_MTOK, kend), s.sk);
+  tq_mma_stage(a, a.v_cache, TQ_VSW, b, h, 0, min(TQ_MTOK, kend), s.sv);
+  if (tid == 0) tq_mma_table(tq_k_cb, TQ_KB, s.tab[0]);
+  if (tid == 32) tq_mma_table(tq_v_cb, TQ_VB, s.tab[1]);
+  tq_mma_load_q(a, s, b, h, wr0, rows);
+
+  /* The span of the causal contexts of the warp's rows. */
+  const int wmax = wr0 < rows ? past + (min(wr0 + 31, rows - 1)) / TQ_G + 1 : 0;
+  const int wmin = wr0 + 31 < rows ? past + wr0 / TQ_G + 1 : 0; /* 0: some rows are dead */
+
+  float o[2][TQ_MVT][4], m[2][2], l[2][2];
+  for (int i = 0; i < 2; i++)
+    for (int e = 0; e < 2; e++) {
+      m[i][e] = -TQ_INF;
+      l[i][e] = 0.f;
     }
-    qw[i / TQ_D][j] = x;
-  }
-  tq_rotate_rows(qw);
-  tq_u32 qa[TQ_MKB][4];
-  for (int kb = 0; kb < TQ_MKB; kb++) {
-    const int k0 = kb * 16 + 2 * c;
-    qa[kb][0] = tq_pack2(qw[g][k0], qw[g][k0 + 1]);
-    qa[kb][1] = tq_pack2(qw[g + 8][k0], qw[g + 8][k0 + 1]);
-    qa[kb][2] = tq_pack2(qw[g][k0 + 8], qw[g][k0 + 9]);
-    qa[kb][3] = tq_pack2(qw[g + 8][k0 + 8], qw[g + 8][k0 + 9]);
-  }
-  /* The causal context of this lane's two rows, and of the whole block. */
-  int ctx[2];
-  for (int e = 0; e < 2; e++) {
-    const int row = r0 + warp * 16 + g + 8 * e;
-    ctx[e] = row < rows ? len - a.n_tokens + row / TQ_G + 1 : 0;
-  }
-  const int last = min(r0 + TQ_MROWS, rows) - 1;
-  const int kend = len - a.n_tokens + last / TQ_G + 1;
-  /* Warps past the last row (of the last tile) only load and expand. */
-  const bool active = r0 + warp * 16 < rows;
+  for (int i = 0; i < 2; i++)
+    for (int nt = 0; nt < TQ_MVT; nt++) o[i][nt][0] = o[i][nt][1] = o[i][nt][2] = o[i][nt][3] = 0.f;
 
-  float o[TQ_D / 8][4], m[2] = {-TQ_INF, -TQ_INF}, l[2] = {0.f, 0.f};
-  for (int nt = 0; nt < TQ_D / 8; nt++) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
-  tq_mma_tile next;
-  tq_tile_load(a, b, h, 0, min(TQ_MTOK, kend), next);
-  for (int t0 = 0; t0 < kend; t0 += TQ_MTOK) {
-    __syncthreads(); /* q (first tile) or the previous tile is no longer read */
-    tq_tile_store(s, next);
-    __syncthreads();
-    if (t0 + TQ_MTOK < kend)
-      tq_tile_load(a, b, h, t0 + TQ_MTOK, min(TQ_MTOK, kend - t0 - TQ_MTOK), next);
-    if (!active) continue;
+  tq_cp_wait_all();
+  __syncthreads();
+  tq_mma_expand<TQ_KB>(s.sk, TQ_KSW, TQ_K_IDX / 4, TQ_K_SCALE / 4, s.tab[0], min(TQ_MTOK, kend),
+                       s.k, s.ksc[0]);
+  __syncthreads();
 
-    /* S = Q K^T; consecutive mma go to different accumulators. */
-    float sc[TQ_MNT][4];
-    for (int nt = 0; nt < TQ_MNT; nt++) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+  /* ldmatrix row addresses of this lane: q (A, m tile 0; +16 rows for 1),
+   * keys (B of n tiles 2p, 2p+1 at one k step), values (B^T of n tiles
+   * 2p, 2p+1 at one k step).  Offsets below are in bytes. */
+  const unsigned qrow = tq_smem_addr(&s.q[32 * warp + (lane & 15)][(lane >> 4) * 8]);
+  const unsigned krow = tq_smem_addr(&s.k[(lane >> 4) * 8 + (lane & 7)][((lane >> 3) & 1) * 8]);
+  const unsigned vrow = tq_smem_addr(&s.v[lane & 15][(lane >> 4) * 8]);
+
+  for (int t = 0; t < ntiles; t++) {
+    const int t0 = t * TQ_MTOK, t1 = t0 + TQ_MTOK;
+    const bool more = t + 1 < ntiles, live = t0 < wmax;
+    /* ---- phase A ---- */
+    if (more) tq_mma_stage(a, a.k_cache, TQ_KSW, b, h, t1, min(TQ_MTOK, kend - t1), s.sk);
+    tq_mma_expand<TQ_VB>(s.sv, TQ_VSW, TQ_V_IDX / 4, TQ_V_SCALE / 4, s.tab[1], min(TQ_MTOK, kend - t0),
+                         s.v, s.vsc);
+    float sc[2][TQ_MNT][4];
+    for (int i = 0; i < 2; i++)
+      for (int nt = 0; nt < TQ_MNT; nt++) sc[i][nt][0] = sc[i][nt][1] = sc[i][nt][2] = sc[i][nt][3] = 0.f;
+    if (live) {
 #pragma unroll
-    for (int kb = 0; kb < TQ_MKB; kb++)
+      for (int kb = 0; kb < TQ_MKB; kb++) {
+        tq_u32 qa[2][4];
+        tq_ldm4(qa[0], qrow + 32 * kb);
+        tq_ldm4(qa[1], qrow + 32 * (TQ_MLD + kb));
+#pragma unroll
+        for (int np = 0; np < TQ_MNT / 2; np++) {
+          tq_u32 kf[4];
+          tq_ldm4(kf, krow + 32 * (np * TQ_MLD + kb));
+          tq_mma(sc[0][2 * np], qa[0], kf[0], kf[1]);
+          tq_mma(sc[1][2 * np], qa[1], kf[0], kf[1]);
+          tq_mma(sc[0][2 * np + 1], qa[0], kf[2], kf[3]);
+          tq_mma(sc[1][2 * np + 1], qa[1], kf[2], kf[3]);
+        }
+      }
+    }
+    tq_cp_wait_all();
+    __syncthreads();
+
+    /* ---- phase B ---- */
+    if (more) tq_mma_stage(a, a.v_cache, TQ_VSW, b, h, t1, min(TQ_MTOK, kend - t1), s.sv);
+    if (live) {
+      /* Key scales, the causal mask where the tile reaches past a row's
+       * context (row wr0 + 16 i + 8 e + g holds sc[i][.][2 e ..]), online
+       * softmax in base 2 (a row lives on a lane quad). */
+      const float *ks = s.ksc[t & 1];
 #pragma unroll
       for (int nt = 0; nt < TQ_MNT; nt++) {
-        tq_u32 b0, b1;
-        tq_ldm2(b0, b1, &s.u.kv.k[nt * 8 + (lane & 7)][kb * 16 + ((lane >> 3) & 1) * 8]);
-        tq_mma(sc[nt], qa[kb], b0, b1);
+        const float2 k2 = *(const float2 *)&ks[nt * 8 + 2 * c];
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) sc[i][nt][e] *= e & 1 ? k2.y : k2.x;
       }
-    /* Scale, mask, online softmax per row (a row lives on one lane quad). */
-    float mx[2] = {-TQ_INF, -TQ_INF};
-    for (int nt = 0; nt < TQ_MNT; nt++)
-      for (int e = 0; e < 4; e++) {
-        const int tok = t0 + nt * 8 + 2 * c + (e & 1);
-        const float x = tok < ctx[e >> 1] ? sc[nt][e] * s.ksc[tok - t0] : -TQ_INF;
-        sc[nt][e] = x;
-        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      if (t1 > wmin) {
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+          for (int e = 0; e < 2; e++) {
+            const int row = wr0 + 16 * i + 8 * e + g;
+            const int lim = (row < rows ? past + row / TQ_G + 1 : 0) - t0 - 2 * c;
+#pragma unroll
+            for (int nt = 0; nt < TQ_MNT; nt++)
+#pragma unroll
+              for (int k = 0; k < 2; k++)
+                if (nt * 8 + k >= lim) sc[i][nt][2 * e + k] = -TQ_INF;
+          }
       }
-    float corr[2];
+      float mx[2][2];
+      mx[0][0] = mx[0][1] = mx[1][0] = mx[1][1] = -TQ_INF;
+#pragma unroll
+      for (int nt = 0; nt < TQ_MNT; nt++)
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) mx[i][e >> 1] = fmaxf(mx[i][e >> 1], sc[i][nt][e]);
+      float mu[2][2], corr[2][2];
+      bool rescale = false;
+#pragma unroll
+      for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          float x = mx[i][e];
+          x = fmaxf(x, __shfl_xor_sync(TQ_FULL, x, 1));
+          x = fmaxf(x, __shfl_xor_sync(TQ_FULL, x, 2));
+          const float nm = fmaxf(m[i][e], x);
+          mu[i][e] = nm == -TQ_INF ? 0.f : nm; /* a row with nothing yet */
+          corr[i][e] = tq_ex2(m[i][e] - mu[i][e]);
+          rescale |= corr[i][e] != 1.f;
+          m[i][e] = nm;
+          l[i][e] *= corr[i][e];
+        }
+      if (__any_sync(TQ_FULL, rescale))
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+          for (int nt = 0; nt < TQ_MVT; nt++) {
+            o[i][nt][0] *= corr[i][0];
+            o[i][nt][1] *= corr[i][0];
+            o[i][nt][2] *= corr[i][1];
+            o[i][nt][3] *= corr[i][1];
+          }
+      /* P (times the value scales) as A fragments of O += P V. */
+      tq_u32 pa[2][TQ_MTOK / 16][4];
+#pragma unroll
+      for (int nt = 0; nt < TQ_MNT; nt++) {
+        const float2 v2 = *(const float2 *)&s.vsc[nt * 8 + 2 * c];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+          float p[4];
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            p[e] = tq_ex2(sc[i][nt][e] - mu[i][e >> 1]);
+            l[i][e >> 1] += p[e];
+            p[e] *= e & 1 ? v2.y : v2.x;
+          }
+          pa[i][nt / 2][(nt & 1) * 2 + 0] = tq_pack2(p[0], p[1]);
+          pa[i][nt / 2][(nt & 1) * 2 + 1] = tq_pack2(p[2], p[3]);
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < TQ_MTOK / 16; kk++)
+#pragma unroll
+        for (int np = 0; np < TQ_MVT / 2; np++) {
+          tq_u32 vf[4];
+          tq_ldm4t(vf, vrow + 32 * (kk * TQ_MLD + np));
+          tq_mma(o[0][2 * np], pa[0][kk], vf[0], vf[1]);
+          tq_mma(o[1][2 * np], pa[1][kk], vf[0], vf[1]);
+          tq_mma(o[0][2 * np + 1], pa[0][kk], vf[2], vf[3]);
+          tq_mma(o[1][2 * np + 1], pa[1][kk], vf[2], vf[3]);
+        }
+    }
+    /* After the product, when the scores' registers are free again. */
+    if (more)
+      tq_mma_expand<TQ_KB>(s.sk, TQ_KSW, TQ_K_IDX / 4, TQ_K_SCALE / 4, s.tab[0],
+                           min(TQ_MTOK, kend - t1), s.k, s.ksc[(t + 1) & 1]);
+    tq_cp_wait_all();
+    __syncthreads();
+  }
+
+  /* Out: O / l rotated back (R^T: butterflies, then signs / sqrt(d)) and
+   * written.  Row (i, e) of this lane holds channels 8 nt + 2 c + {0, 1}:
+   * bits 0 and 3.. in the lane, bits 1 and 2 across its quad. */
+  tq_u32 sg = 0; /* bit 2 nt + k: the sign of channel 8 nt + 2 c + k */
+  for (int nt = 0; nt < TQ_MVT; nt++)
+    for (int k = 0; k < 2; k++) sg |= (TQ_MAIN_SIGNS[8 * nt + 2 * c + k] < 0.f ? 1u : 0u) << (2 * nt + k);
+  const tq_u16 *perm = tq_perm(a, h);
+  tq_act *out = (tq_act *)a.out;
+  const bool pairs = !perm && ((size_t)out & 3u) == 0;
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
     for (int e = 0; e < 2; e++) {
-      mx[e] = fmaxf(mx[e], __shfl_xor_sync(TQ_FULL, mx[e], 1));
-      mx[e] = fmaxf(mx[e], __shfl_xor_sync(TQ_FULL, mx[e], 2));
-      const float nm = fmaxf(m[e], mx[e]);
-      corr[e] = m[e] == -TQ_INF ? 1.f : __expf(m[e] - nm);
-      m[e] = nm;
-      l[e] *= corr[e];
-    }
-    for (int nt = 0; nt < TQ_D / 8; nt++) {
-      o[nt][0] *= corr[0];
-      o[nt][1] *= corr[0];
-      o[nt][2] *= corr[1];
-      o[nt][3] *= corr[1];
-    }
-    tq_u32 pa[TQ_MTOK / 16][4];
-    for (int nt = 0; nt < TQ_MNT; nt++) {
-      float p[4];
-      for (int e = 0; e < 4; e++) {
-        p[e] = sc[nt][e] == -TQ_INF ? 0.f : __expf(sc[nt][e] - m[e >> 1]);
-        l[e >> 1] += p[e];
-        p[e] *= s.vsc[nt * 8 + 2 * c + (e & 1)];
-      }
-      pa[nt / 2][(nt & 1) * 2 + 0] = tq_pack2(p[0], p[1]);
-      pa[nt / 2][(nt & 1) * 2 + 1] = tq_pack2(p[2], p[3]);
-    }
-    /* O += P V: k runs over the tile's tokens, n over channels. */
+      float x[TQ_MVT][2];
 #pragma unroll
-    for (int kk = 0; kk < TQ_MTOK / 16; kk++)
-#pragma unroll
-      for (int nt = 0; nt < TQ_D / 8; nt++) {
-        tq_u32 b0, b1;
-        tq_ldm2t(b0, b1, &s.u.kv.v[kk * 16 + (lane & 15)][nt * 8]);
-        tq_mma(o[nt], pa[kk], b0, b1);
+      for (int nt = 0; nt < TQ_MVT; nt++) {
+        const float u = o[i][nt][2 * e], w = o[i][nt][2 * e + 1];
+        x[nt][0] = u + w;
+        x[nt][1] = u - w;
       }
-  }
-  for (int e = 0; e < 2; e++) {
-    l[e] += __shfl_xor_sync(TQ_FULL, l[e], 1);
-    l[e] += __shfl_xor_sync(TQ_FULL, l[e], 2);
-  }
-  float *ws = (float *)a.workspace;
-  for (int e = 0; e < 2; e++) {
-    const int row = r0 + warp * 16 + g + 8 * e;
-    if (row >= rows) continue;
-    float *part = ws + (((size_t)b * a.kv_heads + h) * rows + row) * TQ_PART; /* one split */
-    if (c == 0) {
-      part[0] = m[e];
-      part[1] = l[e];
+#pragma unroll
+      for (int hh = 1; hh < TQ_MVT; hh <<= 1)
+#pragma unroll
+        for (int nt = 0; nt < TQ_MVT; nt++)
+          if (!(nt & hh))
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+              const float u = x[nt][k], w = x[nt + hh][k];
+              x[nt][k] = u + w;
+              x[nt + hh][k] = u - w;
+            }
+#pragma unroll
+      for (int bit = 1; bit <= 2; bit <<= 1)
+#pragma unroll
+        for (int nt = 0; nt < TQ_MVT; nt++)
+#pragma unroll
+          for (int k = 0; k < 2; k++) {
+            const float p = __shfl_xor_sync(TQ_FULL, x[nt][k], bit);
+            x[nt][k] = c & bit ? p - x[nt][k] : x[nt][k] + p;
+          }
+      float lt = l[i][e];
+      lt += __shfl_xor_sync(TQ_FULL, lt, 1);
+      lt += __shfl_xor_sync(TQ_FULL, lt, 2);
+      const int row = wr0 + 16 * i + 8 * e + g;
+      if (row >= rows) continue;
+      const float f = (lt > 0.f ? 1.f / lt : 0.f) * rsqrtf((float)TQ_D);
+      const int tok = row / TQ_G, gq = row % TQ_G;
+      const size_t at = (((size_t)b * a.n_tokens + tok) * a.kv_heads * TQ_G + (size_t)h * TQ_G + gq) * TQ_D;
+#pragma unroll
+      for (int nt = 0; nt < TQ_MVT; nt++) {
+        const int j = 8 * nt + 2 * c;
+        const float y0 = (sg >> (2 * nt)) & 1u ? -f * x[nt][0] : f * x[nt][0];
+        const float y1 = (sg >> (2 * nt + 1)) & 1u ? -f * x[nt][1] : f * x[nt][1];
+        if (pairs) {
+          *(tq_u32 *)&out[at + j] = (tq_u32)tq_to_half(y0) | (tq_u32)tq_to_half(y1) << 16;
+        } else {
+          out[at + tq_channel(perm, j)] = tq_to_half(y0);
+          out[at + tq_channel(perm, j + 1)] = tq_to_half(y1);
+        }
+      }
     }
-    for (int nt = 0; nt < TQ_D / 8; nt++) {
-      part[2 + nt * 8 + 2 * c] = o[nt][2 * e];
-      part[2 + nt * 8 + 2 * c + 1] = o[nt][2 * e + 1];
-    }
-  }
 }
 #endif
 
