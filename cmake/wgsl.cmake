@@ -5,12 +5,13 @@
 #    run time.  scripts/fetch_wgpu.sh (run by scripts/setup.sh) unpacks the
 #    pinned wheel's library and headers into TQ_WGPU_DIR; without the
 #    headers the backend still builds and reports itself unavailable.
+#  - backends/wgsl_plan.c: its launch plan, pure arithmetic (always built).
 option(TQ_WGSL "WebGPU backend when the wgpu-native headers are found" ON)
 set(TQ_WGPU_DIR "${CMAKE_BINARY_DIR}/wgpu" CACHE PATH
     "wgpu-native: lib/libwgpu_native.so and include/webgpu.h, wgpu.h")
 
 target_sources(tqemit PRIVATE gen/emit_wgsl.c)
-target_sources(tq PRIVATE backends/wgsl.c)
+target_sources(tq PRIVATE backends/wgsl.c backends/wgsl_plan.c)
 set(TQ_WGPU_LIB "${TQ_WGPU_DIR}/lib/libwgpu_native.so")
 if(TQ_WGSL AND EXISTS "${TQ_WGPU_DIR}/include/webgpu.h"
    AND EXISTS "${TQ_WGPU_DIR}/include/wgpu.h")
