@@ -465,6 +465,43 @@ static void parts(tq_backend *be, const char *flavour) {
   CHECK_CONTAINS(err, "TQ_WGSL_MAX_BINDING='12k': expected a byte count");
 }
 
+/* The launch that motivated parts, planned for an H100 (no device
+ * needed): decode at batch 32, 131072 tokens, 8 kv heads, head_dim 128,
+ * K4/V4 has caches of 32 x 71303168 bytes, past the 2147483644-byte
+ * largest binding; it runs as two parts of 16 sequences whose cache
+ * windows start at sequence 16's first byte (a multiple of 256: seq0 0). */
+static void h100_plan(void) {
+  tq_variant v;
+  tq_test_long_variant(&v, 0);
+  tq_kargs a = {.batch = 32, .kv_heads = 8, .n_tokens = 1, .capacity = 131072};
+  uint64_t seq = (uint64_t)8 * 131072 * tq_key_slot_bytes(&v),
+           limit = 2147483644;
+  CHECK(seq == 71303168 && 32 * seq > limit);
+  tq_wgsl_part p;
+  char err[512];
+  int parts = 0;
+  for (int first = 0; first < a.batch; first += (int)p.params.batch, parts++) {
+    tq_status st = tq_wgsl_plan(&v, TQ_OP_DECODE, &a, 1, limit, first, &p, err,
+                                sizeof err);
+    CHECK(st == TQ_OK);
+    if (st) {
+      fprintf(stderr, "  %s\n", err);
+      return;
+    }
+    CHECK(p.first == 16 * parts && p.params.batch == 16);
+    CHECK(p.offset[TQG_WB_K_CACHE] == (uint64_t)first * seq);
+    CHECK(p.size[TQG_WB_K_CACHE] == 16 * seq &&
+          p.size[TQG_WB_K_CACHE] <= limit);
+    CHECK(p.params.seq0[TQG_WB_K_CACHE] == 0 && p.params.splits == 9);
+    CHECK(p.steps[0].stage == TQG_WGSL_FAST_STAGE && p.steps[0].grid[2] == 16);
+  }
+  CHECK(parts == 2);
+  printf(
+      "H100 plan, decode B = 32, 128K: %d parts of %u sequences, %llu-byte "
+      "cache windows\n",
+      parts, p.params.batch, (unsigned long long)p.size[TQG_WB_K_CACHE]);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: test_wgsl SOURCE_DIR REQUIRE\n");
@@ -482,6 +519,7 @@ int main(int argc, char **argv) {
   tq_wgsl_validator *val = NULL;
   tq_status st = tq_wgsl_validator_open(&val, err, sizeof err);
   check_emit(st ? NULL : val, variants, n);
+  h100_plan();
   if (st) {
     printf("WebGPU unavailable: %s\n", err);
     CHECK(!require);
