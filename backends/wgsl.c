@@ -12,7 +12,9 @@
  * generated line and the template line), cached as text and turned into
  * pipelines on load.  AOT: the dispatch entry's shaders.  Buffers are
  * WGPUBuffer handles (tq_buffer_ptr gives one); scalars travel in a uniform
- * buffer per launch (core WebGPU has no push constants).
+ * buffer per launch (core WebGPU has no push constants).  A launch whose
+ * buffers pass the device's largest storage binding runs in parts that
+ * bind windows of them (wgsl_plan.h).
  *
  * Decode and prefill of the variants tqg_wgsl_fast accepts run the f16sg
  * module's attend_fast entry where the device's subgroups have a size it
@@ -32,6 +34,7 @@
 #include "backend.h"
 #include "core.h"
 #include "emit.h"
+#include "wgsl_plan.h"
 
 #ifndef TQ_WGPU_LIBRARY_PATH
 #define TQ_WGPU_LIBRARY_PATH "libwgpu_native.so"
@@ -197,12 +200,13 @@ static WGPUStringView sv(const char *s) {
 
 /* ---- state --------------------------------------------------------------- */
 /* A bind group kept for reuse: the launch-time cost of creating one is
- * paid once per set of buffers.  It holds a reference on each buffer, so
- * no handle it names can be freed and reused for another buffer while it
- * is kept. */
+ * paid once per set of buffers and windows of them.  It holds a reference
+ * on each buffer, so no handle it names can be freed and reused for
+ * another buffer while it is kept. */
 typedef struct wg_group {
   WGPUBindGroupLayout layout; /* NULL: a free entry */
   WGPUBuffer buf[TQG_WB_COUNT];
+  uint64_t offset[TQG_WB_COUNT], size[TQG_WB_COUNT]; /* size 0: whole */
   WGPUBindGroup group;
 } wg_group;
 #define WG_GROUPS 16
@@ -218,8 +222,10 @@ typedef struct wg_state {
   /* Errors nobody captured (a fault after submission) and device loss. */
   char uncaptured[1024];
   int lost;
-  /* The device's largest storage binding: a launch checks its buffers
-   * against it, since wgpu-native treats an invalid submission as fatal. */
+  /* The device's largest storage binding (TQ_WGSL_MAX_BINDING may lower
+   * it): a launch larger runs in parts (wgsl_plan.h), and checks the
+   * buffers it binds whole against it, since wgpu-native treats an
+   * invalid submission as fatal. */
   uint64_t max_binding;
   /* Shader modules without wgpu's runtime checks (shader_module says why
    * that is safe); TQ_WGSL_RUNTIME_CHECKS=1 keeps them. */
@@ -455,6 +461,24 @@ static void choose_fast(wg_state *s, uint32_t lo, uint32_t hi) {
     s->fast_sg = lo ? (int)lo : 32;
 }
 
+/* TQ_WGSL_MAX_BINDING=BYTES lowers the largest storage binding a launch
+ * uses (never above the device's), so tests run launches in parts on
+ * small buffers. */
+static tq_status lower_binding(wg_state *s, char *err, size_t errn) {
+  const char *env = getenv("TQ_WGSL_MAX_BINDING");
+  if (!env || !*env) return TQ_OK;
+  char *end;
+  unsigned long long n = strtoull(env, &end, 10);
+  if (*end || *env == '-' || n < 4) {
+    snprintf(err, errn,
+             "TQ_WGSL_MAX_BINDING='%s': expected a byte count of at least 4",
+             env);
+    return TQ_ERR_INVALID;
+  }
+  if (n < s->max_binding) s->max_binding = n;
+  return TQ_OK;
+}
+
 /* best: the richest flavour the adapter runs, whatever the environment. */
 static tq_status open_state(int best, void **state, char *err, size_t errn) {
   *state = NULL;
@@ -529,6 +553,10 @@ static tq_status open_state(int best, void **state, char *err, size_t errn) {
   s->queue = wg.DeviceGetQueue(s->device);
   /* WebGPU's default maxStorageBufferBindingSize is 128 MiB. */
   s->max_binding = have_limits ? limits.maxStorageBufferBindingSize : (uint64_t)128 << 20;
+  if ((st = lower_binding(s, err, errn))) {
+    wg_close(s);
+    return st;
+  }
   WGPUBufferDescriptor bd = WGPU_BUFFER_DESCRIPTOR_INIT;
   bd.usage = WGPUBufferUsage_Storage | WGPUBufferUsage_CopyDst;
   bd.size = 16;
@@ -758,9 +786,12 @@ static void release_stage(wg_module *m, int stage) {
   m->bgl[stage] = NULL;
 }
 
-/* A bind group of the given buffers (binding b: buf[b], NULL: unbound). */
+/* A bind group of the given buffers (binding b: buf[b], NULL: unbound),
+ * each the window [offset[b], offset[b] + size[b]) of it, or whole where
+ * size[b] is 0 or size is NULL. */
 static WGPUBindGroup new_group(wg_state *s, WGPUBindGroupLayout layout,
-                               const WGPUBuffer buf[TQG_WB_COUNT]) {
+                               const WGPUBuffer buf[TQG_WB_COUNT],
+                               const uint64_t *offset, const uint64_t *size) {
   WGPUBindGroupEntry e[TQG_WB_COUNT];
   size_t ne = 0;
   for (int b = 0; b < TQG_WB_COUNT; b++) {
@@ -768,7 +799,8 @@ static WGPUBindGroup new_group(wg_state *s, WGPUBindGroupLayout layout,
     WGPUBindGroupEntry x = WGPU_BIND_GROUP_ENTRY_INIT;
     x.binding = (uint32_t)b;
     x.buffer = buf[b];
-    x.size = WGPU_WHOLE_SIZE;
+    x.offset = size && size[b] ? offset[b] : 0;
+    x.size = size && size[b] ? size[b] : WGPU_WHOLE_SIZE;
     e[ne++] = x;
   }
   WGPUBindGroupDescriptor gd = WGPU_BIND_GROUP_DESCRIPTOR_INIT;
@@ -820,7 +852,8 @@ static tq_status fast_probe(wg_state *s, wg_module *m, uint32_t *size,
                : b == TQG_WB_TABLES                              ? m->tables
                : tqg_wgsl_binding_type_of(b) == TQG_WGSL_STORAGE ? out
                                                                  : s->dummy;
-  WGPUBindGroup group = new_group(s, m->bgl[TQG_WGSL_FAST_STAGE], buf);
+  WGPUBindGroup group =
+      new_group(s, m->bgl[TQG_WGSL_FAST_STAGE], buf, NULL, NULL);
   const WGPUComputePipeline pipe = m->pipe[TQG_WGSL_FAST_STAGE];
   const uint32_t one[3] = {1, 1, 1};
   submit_pass(s, 1, &pipe, &group, &one);
@@ -1090,57 +1123,11 @@ static void *wg_host_ptr(void *state, void *mem) {
 }
 
 /* ---- launch ------------------------------------------------------------ */
-static int capacity_of(const tq_variant *v, const tq_kargs *a) {
-  return v->layout == TQ_PAGED ? a->max_blocks * v->block_size : a->capacity;
-}
-
 static size_t wg_workspace(void *state, void *module, tq_op op,
                            const tq_kargs *a) {
   (void)state;
   wg_module *m = module;
-  return tqg_wgsl_workspace(&m->variant, op, a->batch, a->kv_heads, a->n_tokens,
-                            capacity_of(&m->variant, a));
-}
-
-typedef struct wg_step {
-  int stage;
-  uint32_t grid[3];
-} wg_step;
-#define WG_STEPS 2 /* dispatches of a launch, at most */
-
-/* The launch plan: encode and dequant one workgroup per token; attention
- * (splits, kv heads x row tiles, batch) then reduce (rows, kv heads, batch). */
-static int plan(const tq_variant *v, tq_op op, const tq_kargs *a, int fast,
-                tqg_wgsl_params *p, wg_step st[WG_STEPS]) {
-  memset(p, 0, sizeof *p);
-  p->batch = (uint32_t)a->batch;
-  p->kv_heads = (uint32_t)a->kv_heads;
-  p->n_tokens = (uint32_t)a->n_tokens;
-  p->capacity = (uint32_t)a->capacity;
-  p->num_blocks = (uint32_t)a->num_blocks;
-  p->max_blocks = (uint32_t)a->max_blocks;
-  p->sm_scale = a->sm_scale;
-  p->has_perm = a->channel_perm != NULL;
-  p->rows = (uint32_t)(a->n_tokens * v->group);
-  p->tiles = (p->rows + 3) / 4;
-  if (op == TQ_OP_ENCODE || op == TQ_OP_DEQUANT) {
-    st[0].stage = op == TQ_OP_ENCODE ? 0 : 4;
-    st[0].grid[0] = (uint32_t)a->n_tokens;
-    st[0].grid[1] = (uint32_t)a->kv_heads;
-    st[0].grid[2] = (uint32_t)a->batch;
-    return 1;
-  }
-  p->splits = (uint32_t)tqg_wgsl_splits(v, op, a->batch, a->kv_heads,
-                                        a->n_tokens, capacity_of(v, a));
-  st[0].stage = fast ? TQG_WGSL_FAST_STAGE : op == TQ_OP_DECODE ? 1 : 2;
-  st[0].grid[0] = p->splits;
-  st[0].grid[1] = (uint32_t)a->kv_heads * p->tiles;
-  st[0].grid[2] = (uint32_t)a->batch;
-  st[1].stage = 3;
-  st[1].grid[0] = p->rows;
-  st[1].grid[1] = (uint32_t)a->kv_heads;
-  st[1].grid[2] = (uint32_t)a->batch;
-  return 2;
+  return tq_wgsl_workspace(&m->variant, op, a);
 }
 
 static WGPUBuffer binding_buffer(wg_state *s, const tq_kargs *a,
@@ -1185,32 +1172,56 @@ static WGPUBuffer binding_buffer(wg_state *s, const tq_kargs *a,
   return p ? (WGPUBuffer)p : s->dummy;
 }
 
-/* The bind group of a stage for a launch's buffers: a kept one, else a new
- * one kept in place of the oldest. */
+/* The bind group of a stage for a part of a launch: a kept one, else a
+ * new one kept in place of the oldest. */
 static WGPUBindGroup bind_group(wg_state *s, wg_module *m, int stage,
-                                const tq_kargs *a) {
+                                const tq_kargs *a, const tq_wgsl_part *p) {
   uint32_t mask = tqg_wgsl_binding_mask(&m->variant, stage);
   WGPUBuffer buf[TQG_WB_COUNT] = {0};
+  uint64_t offset[TQG_WB_COUNT] = {0}, size[TQG_WB_COUNT] = {0};
   for (int b = 0; b < TQG_WB_COUNT; b++)
-    if (mask >> b & 1) buf[b] = binding_buffer(s, a, s->params, m->tables, b);
-  for (int i = 0; i < WG_GROUPS; i++)
-    if (s->groups[i].layout == m->bgl[stage] &&
-        !memcmp(s->groups[i].buf, buf, sizeof buf))
-      return s->groups[i].group;
+    if (mask >> b & 1) {
+      buf[b] = binding_buffer(s, a, s->params, m->tables, b);
+      offset[b] = p->offset[b];
+      size[b] = p->size[b];
+    }
+  for (int i = 0; i < WG_GROUPS; i++) {
+    wg_group *g = &s->groups[i];
+    if (g->layout == m->bgl[stage] && !memcmp(g->buf, buf, sizeof buf) &&
+        !memcmp(g->offset, offset, sizeof offset) &&
+        !memcmp(g->size, size, sizeof size))
+      return g->group;
+  }
   wg_group *g = &s->groups[s->next_group++ % WG_GROUPS];
   drop_group(g);
-  g->group = new_group(s, m->bgl[stage], buf);
+  g->group = new_group(s, m->bgl[stage], buf, offset, size);
   g->layout = m->bgl[stage];
   memcpy(g->buf, buf, sizeof buf);
+  memcpy(g->offset, offset, sizeof offset);
+  memcpy(g->size, size, sizeof size);
   for (int b = 0; b < TQG_WB_COUNT; b++)
     if (buf[b]) wg.BufferAddRef(buf[b]);
   return g->group;
 }
 
+/* Why a buffer a launch binds whole must fit one binding. */
+static const char *whole_why(const tq_variant *v, int b) {
+  if ((b == TQG_WB_K_CACHE || b == TQG_WB_V_CACHE) && v->layout == TQ_PAGED)
+    return "a paged cache's pool is bound whole, since any sequence's "
+           "blocks may lie anywhere in it: use a smaller pool";
+  return "it is bound whole";
+}
+
+/* A launch runs as the parts of its plan (wgsl_plan.h), each its own
+ * compute pass with its uniform block written before it (queue order
+ * gives each pass its own values).  Every part is planned and every
+ * buffer bound whole checked before any runs. */
 static tq_status wg_launch(void *state, void *module, tq_op op,
                            const tq_kargs *a, char *err, size_t errn) {
   wg_state *s = state;
   wg_module *m = module;
+  const tq_variant *v = &m->variant;
+  int fast = m->pipe[TQG_WGSL_FAST_STAGE] != NULL;
   size_t need = wg_workspace(s, m, op, a);
   if (need > a->workspace_bytes || (need && !a->workspace)) {
     snprintf(err, errn,
@@ -1223,46 +1234,44 @@ static tq_status wg_launch(void *state, void *module, tq_op op,
     snprintf(err, errn, "the WebGPU device was lost");
     return TQ_ERR_INVALID;
   }
-  tqg_wgsl_params p;
-  wg_step steps[WG_STEPS];
-  int n =
-      plan(&m->variant, op, a, m->pipe[TQG_WGSL_FAST_STAGE] != NULL, &p, steps);
-  for (int i = 0; i < n; i++)
-    for (int k = 0; k < 3; k++)
-      if (steps[i].grid[k] < 1 || steps[i].grid[k] > 65535) {
-        snprintf(err, errn, "%s: grid (%u, %u, %u) is outside 1..65535",
-                 tqg_wgsl_stage_names[steps[i].stage], steps[i].grid[0],
-                 steps[i].grid[1], steps[i].grid[2]);
-        return TQ_ERR_INVALID;
-      }
-  for (int i = 0; i < n; i++) {
-    uint32_t mask = tqg_wgsl_binding_mask(&m->variant, steps[i].stage);
+  tq_wgsl_part p;
+  tq_status st;
+  for (int first = 0; first < a->batch; first += (int)p.params.batch)
+    if ((st = tq_wgsl_plan(v, op, a, fast, s->max_binding, first, &p, err,
+                           errn)))
+      return st;
+  for (int i = 0; i < p.n_steps; i++) {
+    uint32_t mask = tqg_wgsl_binding_mask(v, p.steps[i].stage);
     for (int b = 0; b < TQG_WB_COUNT; b++) {
-      if (!(mask >> b & 1) || b == TQG_WB_PARAMS) continue;
+      if (!(mask >> b & 1) || b == TQG_WB_PARAMS || p.size[b]) continue;
       uint64_t size = wg.BufferGetSize(binding_buffer(s, a, NULL, m->tables, b));
       if (size > s->max_binding) {
         snprintf(err, errn,
-                 "%s: binding %d is a buffer of %llu bytes, past this device's "
-                 "largest storage binding (%llu bytes): split the cache or the batch",
-                 tqg_wgsl_stage_names[steps[i].stage], b, (unsigned long long)size,
-                 (unsigned long long)s->max_binding);
+                 "%s: binding %d (%s) is a buffer of %llu bytes, past this "
+                 "device's largest storage binding (%llu bytes); %s",
+                 tqg_wgsl_stage_names[p.steps[i].stage], b,
+                 tqg_wgsl_binding_name(b), (unsigned long long)size,
+                 (unsigned long long)s->max_binding, whole_why(v, b));
         return TQ_ERR_INVALID;
       }
     }
   }
   push_scopes(s);
-  wg.QueueWriteBuffer(s->queue, s->params, 0, &p, sizeof p);
-  WGPUComputePipeline pipe[WG_STEPS];
-  WGPUBindGroup group[WG_STEPS];
-  uint32_t grid[WG_STEPS][3];
-  for (int i = 0; i < n; i++) {
-    pipe[i] = m->pipe[steps[i].stage];
-    group[i] = bind_group(s, m, steps[i].stage, a);
-    memcpy(grid[i], steps[i].grid, sizeof grid[i]);
+  for (int first = 0; first < a->batch; first += (int)p.params.batch) {
+    tq_wgsl_plan(v, op, a, fast, s->max_binding, first, &p, err, errn);
+    wg.QueueWriteBuffer(s->queue, s->params, 0, &p.params, sizeof p.params);
+    WGPUComputePipeline pipe[TQ_WGSL_MAX_STEPS];
+    WGPUBindGroup group[TQ_WGSL_MAX_STEPS];
+    uint32_t grid[TQ_WGSL_MAX_STEPS][3];
+    for (int i = 0; i < p.n_steps; i++) {
+      pipe[i] = m->pipe[p.steps[i].stage];
+      group[i] = bind_group(s, m, p.steps[i].stage, a, &p);
+      memcpy(grid[i], p.steps[i].grid, sizeof grid[i]);
+    }
+    submit_pass(s, p.n_steps, pipe, group, (const uint32_t(*)[3])grid);
   }
-  submit_pass(s, n, pipe, group, (const uint32_t (*)[3])grid);
   char msg[1536] = "";
-  tq_status st = pop_scopes(s, msg, sizeof msg);
+  st = pop_scopes(s, msg, sizeof msg);
   if (st) {
     /* A bind group made in this launch may be the invalid one. */
     for (int i = 0; i < WG_GROUPS; i++) drop_group(&s->groups[i]);

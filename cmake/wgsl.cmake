@@ -5,12 +5,13 @@
 #    run time.  scripts/fetch_wgpu.sh (run by scripts/setup.sh) unpacks the
 #    pinned wheel's library and headers into TQ_WGPU_DIR; without the
 #    headers the backend still builds and reports itself unavailable.
+#  - backends/wgsl_plan.c: its launch plan, pure arithmetic (always built).
 option(TQ_WGSL "WebGPU backend when the wgpu-native headers are found" ON)
 set(TQ_WGPU_DIR "${CMAKE_BINARY_DIR}/wgpu" CACHE PATH
     "wgpu-native: lib/libwgpu_native.so and include/webgpu.h, wgpu.h")
 
 target_sources(tqemit PRIVATE gen/emit_wgsl.c)
-target_sources(tq PRIVATE backends/wgsl.c)
+target_sources(tq PRIVATE backends/wgsl.c backends/wgsl_plan.c)
 set(TQ_WGPU_LIB "${TQ_WGPU_DIR}/lib/libwgpu_native.so")
 if(TQ_WGSL AND EXISTS "${TQ_WGPU_DIR}/include/webgpu.h"
    AND EXISTS "${TQ_WGPU_DIR}/include/wgpu.h")
@@ -63,10 +64,15 @@ function(tq_wgsl_tests)
   set_tests_properties(wgsl_aot PROPERTIES SKIP_RETURN_CODE 77 ENVIRONMENT
     "XDG_CACHE_HOME=${CMAKE_BINARY_DIR}/test-cache-wgsl;XDG_RUNTIME_DIR=${CMAKE_BINARY_DIR}")
 
-  # The CLI: the JS module under node, and --verify --backend wgsl.
+  # The CLI: the JS module under node (its plan against the native one,
+  # which wgsl_plan prints), and --verify --backend wgsl.
+  add_executable(wgsl_plan tests/wgsl/plan.c)
+  target_compile_options(wgsl_plan PRIVATE ${TQ_WARNINGS})
+  target_link_libraries(wgsl_plan PRIVATE tqgenlib tq)
   find_program(TQ_NODE node)
   foreach(mode js verify)
     add_test(NAME wgsl_${mode} COMMAND ${CMAKE_COMMAND} -DTQGEN=$<TARGET_FILE:tqgen>
+             -DPLAN=$<TARGET_FILE:wgsl_plan>
              -DSRC=${CMAKE_SOURCE_DIR} -DWORK=${CMAKE_BINARY_DIR}/wgsl-cli-${mode}
              -DNODE=${TQ_NODE} -DMODE=${mode} -P ${CMAKE_SOURCE_DIR}/tests/wgsl/cli.cmake)
     set_tests_properties(wgsl_${mode} PROPERTIES SKIP_REGULAR_EXPRESSION "TQ_SKIP"

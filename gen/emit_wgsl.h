@@ -83,6 +83,10 @@ typedef struct tqg_wgsl_params {
   float sm_scale;
   uint32_t splits, has_perm, rows, tiles;
   uint32_t probe; /* attend_fast: 1 reports its subgroup layout in WS[0..1] */
+  /* The element where sequence 0 of the launch starts in what binding b
+   * sees of its buffer (a window, for a launch run in parts:
+   * backends/wgsl_plan.h). */
+  uint32_t seq0[TQG_WB_COUNT];
 } tqg_wgsl_params;
 
 /* Floats of the tables buffer and where each table starts. */

@@ -12,6 +12,7 @@
 #include "core/core.h"
 #include "emit.h"
 #include "wgsl.h"
+#include "wgsl_plan.h"
 
 struct tqg_wgsl_output {
   const tqg_spec *spec;
@@ -308,14 +309,20 @@ tq_status tqg_wgsl_output_end(tqg_wgsl_output *w, cJSON *files, char *err,
   tqg_source_puts(&s, "};\n\nexport const variants = {\n");
   tqg_source_puts(&s, w->js.text ? w->js.text : "");
   tqg_source_puts(&s, "};\n\n");
-  const char *keys[] = {"TARGET_WORKGROUPS", "MAX_SPLITS", "MIN_SLICE"};
-  char target[16], max_splits[16], min_slice[16];
+  const char *keys[] = {"TARGET_WORKGROUPS", "MAX_SPLITS", "MIN_SLICE",
+                        "OFFSET_ALIGN", "FAST_SIZES"};
+  char target[16], max_splits[16], min_slice[16], align[16], sizes[32] = "";
   snprintf(target, sizeof target, "%d", TQG_WGSL_TARGET_WORKGROUPS);
   snprintf(max_splits, sizeof max_splits, "%d", TQG_WGSL_MAX_SPLITS);
   snprintf(min_slice, sizeof min_slice, "%d", TQG_WGSL_MIN_SLICE);
-  const char *values[] = {target, max_splits, min_slice};
+  snprintf(align, sizeof align, "%d", TQ_WGSL_OFFSET_ALIGN);
+  for (int n = 1; n <= 64; n *= 2)
+    if (TQG_WGSL_FAST_OK(n))
+      snprintf(sizes + strlen(sizes), sizeof sizes - strlen(sizes), "%s%d",
+               sizes[0] ? ", " : "", n);
+  const char *values[] = {target, max_splits, min_slice, align, sizes};
   tq_status st = tqg_source_template(&s, "templates/wgsl/webgpu.js", runtime,
-                                     keys, values, 3, err, errn);
+                                     keys, values, 5, err, errn);
   char rel[200];
   snprintf(rel, sizeof rel, "%s.webgpu.js", w->spec->family);
   if (!st)

@@ -1,8 +1,9 @@
 /* test_wgsl.c - the WebGPU backend: every op of every variant of every
  * shipped spec, in both WGSL flavours (core, f16sg), against the reference
  * (tq_verify: fresh random inputs, poisoned outputs), a few long contexts,
- * the fast attend entry's shapes and its fallback, and a broken template
- * line reported at its generated and template line.
+ * the fast attend entry's shapes and its fallback, launches in parts under
+ * a lowered storage binding limit (and the launches that cannot be split),
+ * and a broken template line reported at its generated and template line.
  *
  * usage: test_wgsl SOURCE_DIR REQUIRE [SUBSET]
  * REQUIRE is 1 when the build has the WebGPU headers: then a missing
@@ -22,12 +23,13 @@
 #include <time.h>
 
 #include "check.h"
-#include "variants.h"
 #include "core.h"
 #include "emit.h"
 #include "spec.h"
 #include "tq.h"
+#include "variants.h"
 #include "wgsl.h"
+#include "wgsl_plan.h"
 
 #define MAX_VARIANTS 256
 
@@ -291,6 +293,215 @@ static void fast_path(tq_backend *be) {
   tq_close(off);
 }
 
+/* Bytes of one sequence of the widest buffer a launch binds by sequence:
+ * its plan in one part, divided by the batch. */
+static uint64_t widest_sequence(const tq_variant *v, tq_op op,
+                                const tq_kargs *a) {
+  tq_wgsl_part p;
+  char err[512];
+  uint64_t w = 0;
+  if (tq_wgsl_plan(v, op, a, 0, UINT64_MAX, 0, &p, err, sizeof err)) {
+    fprintf(stderr, "  plan: %s\n", err);
+    return 0;
+  }
+  for (int b = 0; b < TQG_WB_COUNT; b++)
+    if (p.size[b] / (uint64_t)a->batch > w) w = p.size[b] / (uint64_t)a->batch;
+  return w;
+}
+
+/* Parts of a launch under a binding limit (0 when the plan fails), and
+ * the largest seq0 of any. */
+static int count_parts(const tq_variant *v, tq_op op, const tq_kargs *a,
+                       uint64_t limit, int *most_lead) {
+  tq_wgsl_part p;
+  char err[512];
+  int n = 0;
+  *most_lead = 0;
+  for (int first = 0; first < a->batch; first += (int)p.params.batch, n++) {
+    if (tq_wgsl_plan(v, op, a, 0, limit, first, &p, err, sizeof err)) {
+      fprintf(stderr, "  plan: %s\n", err);
+      return 0;
+    }
+    for (int b = 0; b < TQG_WB_COUNT; b++)
+      if ((int)p.params.seq0[b] > *most_lead)
+        *most_lead = (int)p.params.seq0[b];
+  }
+  return n;
+}
+
+/* A backend whose largest storage binding is `limit` bytes. */
+static tq_status open_limited(uint64_t limit, tq_backend **be, char *err,
+                              size_t errn) {
+  char text[32];
+  snprintf(text, sizeof text, "%llu", (unsigned long long)limit);
+  setenv("TQ_WGSL_MAX_BINDING", text, 1);
+  tq_status st = tq_open("wgsl", be, err, errn);
+  unsetenv("TQ_WGSL_MAX_BINDING");
+  return st;
+}
+
+/* Launches too large for one storage binding run in parts: sub-batches
+ * that bind windows of the buffers indexed by sequence.  Every op of two
+ * contiguous variants (the fast attend entry's shape; 32 outlier channels
+ * with bf16 activations) runs with TQ_WGSL_MAX_BINDING at two sequences of
+ * its widest such buffer, so its 12 sequences take at least 3 parts and
+ * neither cache fits one binding.
+ * tq_verify's capacity, context + 3, makes the caches' strides miss
+ * multiples of 256, so windows start before their first sequence and the
+ * kernels add a non-zero seq0; the path must be the one the unlimited
+ * backend runs (the fast entry where the device has it).  Then the errors:
+ * one sequence past the limit, a paged cache's pool past it (bound whole),
+ * a limit that is not a number. */
+static void parts(tq_backend *be, const char *flavour) {
+  enum { B = 12, H = 2, CTX = 1000 };
+  char err[1024];
+  for (int k = 0; k < 2; k++) {
+    tq_variant v;
+    tq_test_long_variant(&v, k);
+    if (k) {
+      v.layout = TQ_CONTIGUOUS;
+      v.dtype = TQ_BF16;
+    }
+    tqg_variant_normalize(&v);
+    char name[160];
+    tqg_variant_name(&v, name, sizeof name);
+    for (int op = 0; op < TQ_OP_COUNT; op++) {
+      /* tq_verify's shapes: dequant takes n_tokens from the last sequence,
+       * whose length is the context less 5 a sequence. */
+      int n = op == TQ_OP_ENCODE ? 16 : op == TQ_OP_DECODE ? 2 : 19;
+      tq_verify_options o = {
+          .batch = B, .kv_heads = H, .context = CTX, .n_tokens = n};
+      tq_kargs a = {.batch = B,
+                    .kv_heads = H,
+                    .n_tokens = op == TQ_OP_DEQUANT ? CTX - 5 * (B - 1) : n,
+                    .capacity = CTX + 3};
+      uint64_t limit = 2 * widest_sequence(&v, (tq_op)op, &a) + 256;
+      size_t slot = tq_key_slot_bytes(&v) < tq_value_slot_bytes(&v)
+                        ? tq_key_slot_bytes(&v)
+                        : tq_value_slot_bytes(&v);
+      uint64_t cache = (uint64_t)B * H * a.capacity * slot; /* the smaller */
+      int lead = 0, count = count_parts(&v, (tq_op)op, &a, limit, &lead);
+      CHECK(count >= 3);
+      CHECK(cache > limit);
+      CHECK(lead > 0);
+      tq_kernel *kern = NULL;
+      CHECK(tq_get_kernel(be, &v, (tq_op)op, &kern) == TQ_OK);
+      const char *want = kern ? tq_kernel_path(kern) : NULL;
+      tq_backend *lim;
+      tq_status st = open_limited(limit, &lim, err, sizeof err);
+      CHECK(st == TQ_OK);
+      if (st) {
+        fprintf(stderr, "  %s\n", err);
+        continue;
+      }
+      tq_verify_result r;
+      st = tq_verify(lim, &v, (tq_op)op, &o, &r);
+      CHECK(st == TQ_OK && r.passed);
+      if (st)
+        fprintf(stderr, "  %s %s: %s\n", name, tqg_op_name((tq_op)op),
+                tq_error(lim));
+      CHECK(!st &&
+            (want == r.path || (want && r.path && !strcmp(want, r.path))));
+      double e = op == TQ_OP_ENCODE ? r.index_mismatch : r.rel_l2;
+      printf(
+          "%s: %s %s in %d parts (binding limit %llu bytes, caches %llu): "
+          "%.3g (tolerance %.1g) [%s]\n",
+          flavour, name, tqg_op_name((tq_op)op), count,
+          (unsigned long long)limit, (unsigned long long)cache, st ? -1.0 : e,
+          r.tolerance, !st && r.path ? r.path : "-");
+      tq_close(lim);
+    }
+  }
+
+  /* One sequence past the limit: its cache cannot be split. */
+  tq_variant v;
+  tq_test_long_variant(&v, 0);
+  uint64_t seq = (uint64_t)H * (CTX + 3) * tq_key_slot_bytes(&v);
+  tq_verify_options o = {
+      .batch = B, .kv_heads = H, .context = CTX, .n_tokens = 1};
+  tq_verify_result r;
+  tq_backend *lim;
+  char want[160];
+  tq_status st = open_limited(seq - 4, &lim, err, sizeof err);
+  CHECK(st == TQ_OK);
+  if (!st) {
+    st = tq_verify(lim, &v, TQ_OP_DECODE, &o, &r);
+    CHECK(st == TQ_ERR_INVALID);
+    snprintf(want, sizeof want, "k_cache: one sequence takes %llu bytes",
+             (unsigned long long)seq);
+    CHECK_CONTAINS(tq_error(lim), want);
+    snprintf(want, sizeof want, "largest storage binding (%llu bytes)",
+             (unsigned long long)(seq - 4));
+    CHECK_CONTAINS(tq_error(lim), want);
+    printf("%s: one sequence past the limit: %s\n", flavour, tq_error(lim));
+    tq_close(lim);
+  }
+  /* A paged pool past the limit: bound whole, so an error too.  Pool as
+   * tq_verify makes it: the pages of the capacity for each sequence, and
+   * a spare. */
+  tq_test_long_variant(&v, 1);
+  int pages = (CTX + 3 + v.block_size - 1) / v.block_size;
+  uint64_t pool =
+      (uint64_t)(B * pages + 1) * H * v.block_size * tq_key_slot_bytes(&v);
+  st = open_limited(pool / 2, &lim, err, sizeof err);
+  CHECK(st == TQ_OK);
+  if (!st) {
+    st = tq_verify(lim, &v, TQ_OP_DECODE, &o, &r);
+    CHECK(st == TQ_ERR_INVALID);
+    snprintf(
+        want, sizeof want,
+        "(k_cache) is a buffer of %llu bytes, past this device's largest "
+        "storage binding (%llu bytes); a paged cache's pool is bound whole",
+        (unsigned long long)pool, (unsigned long long)(pool / 2));
+    CHECK_CONTAINS(tq_error(lim), want);
+    printf("%s: paged pool past the limit: %s\n", flavour, tq_error(lim));
+    tq_close(lim);
+  }
+  setenv("TQ_WGSL_MAX_BINDING", "12k", 1);
+  st = tq_open("wgsl", &lim, err, sizeof err);
+  unsetenv("TQ_WGSL_MAX_BINDING");
+  CHECK(st == TQ_ERR_INVALID);
+  if (!st) tq_close(lim);
+  CHECK_CONTAINS(err, "TQ_WGSL_MAX_BINDING='12k': expected a byte count");
+}
+
+/* The launch that motivated parts, planned for an H100 (no device
+ * needed): decode at batch 32, 131072 tokens, 8 kv heads, head_dim 128,
+ * K4/V4 has caches of 32 x 71303168 bytes, past the 2147483644-byte
+ * largest binding; it runs as two parts of 16 sequences whose cache
+ * windows start at sequence 16's first byte (a multiple of 256: seq0 0). */
+static void h100_plan(void) {
+  tq_variant v;
+  tq_test_long_variant(&v, 0);
+  tq_kargs a = {.batch = 32, .kv_heads = 8, .n_tokens = 1, .capacity = 131072};
+  uint64_t seq = (uint64_t)8 * 131072 * tq_key_slot_bytes(&v),
+           limit = 2147483644;
+  CHECK(seq == 71303168 && 32 * seq > limit);
+  tq_wgsl_part p;
+  char err[512];
+  int parts = 0;
+  for (int first = 0; first < a.batch; first += (int)p.params.batch, parts++) {
+    tq_status st = tq_wgsl_plan(&v, TQ_OP_DECODE, &a, 1, limit, first, &p, err,
+                                sizeof err);
+    CHECK(st == TQ_OK);
+    if (st) {
+      fprintf(stderr, "  %s\n", err);
+      return;
+    }
+    CHECK(p.first == 16 * parts && p.params.batch == 16);
+    CHECK(p.offset[TQG_WB_K_CACHE] == (uint64_t)first * seq);
+    CHECK(p.size[TQG_WB_K_CACHE] == 16 * seq &&
+          p.size[TQG_WB_K_CACHE] <= limit);
+    CHECK(p.params.seq0[TQG_WB_K_CACHE] == 0 && p.params.splits == 9);
+    CHECK(p.steps[0].stage == TQG_WGSL_FAST_STAGE && p.steps[0].grid[2] == 16);
+  }
+  CHECK(parts == 2);
+  printf(
+      "H100 plan, decode B = 32, 128K: %d parts of %u sequences, %llu-byte "
+      "cache windows\n",
+      parts, p.params.batch, (unsigned long long)p.size[TQG_WB_K_CACHE]);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
     fprintf(stderr, "usage: test_wgsl SOURCE_DIR REQUIRE\n");
@@ -308,6 +519,7 @@ int main(int argc, char **argv) {
   tq_wgsl_validator *val = NULL;
   tq_status st = tq_wgsl_validator_open(&val, err, sizeof err);
   check_emit(st ? NULL : val, variants, n);
+  h100_plan();
   if (st) {
     printf("WebGPU unavailable: %s\n", err);
     CHECK(!require);
@@ -342,6 +554,7 @@ int main(int argc, char **argv) {
       verify_all(be, flavour, variants, n);
     verify_long(be, flavour);
     if (f == TQG_WGSL_F16SG) fast_path(be);
+    parts(be, flavour);
     tq_close(be);
   }
   unsetenv("TQ_WGSL_FLAVOUR");

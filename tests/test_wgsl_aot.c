@@ -17,7 +17,7 @@
 
 int main(int argc, char **argv) {
   int require = argc > 1 ? atoi(argv[1]) : 0;
-  CHECK(tq_dispatch_wgsl_aot.count == 2);
+  CHECK(tq_dispatch_wgsl_aot.count == 4);
   for (int f = 0; f < 2; f++) {
     const char *flavour = f ? "f16sg" : "core";
     setenv("TQ_WGSL_FLAVOUR", flavour, 1);

@@ -33,6 +33,12 @@ struct Params {
   rows: u32,   // n_tokens * TQ_G: query rows per kv head
   tiles: u32,  // row tiles of TQ_RQ rows
   probe: u32,  // attend_fast: 1 reports the subgroup layout instead of attending
+  // seq0[i / 4][i % 4]: the element where sequence 0 of the launch starts
+  // in what binding i sees of its buffer.  A launch too large for one
+  // binding runs in parts (backends/wgsl_plan.h), each binding a window of
+  // the buffers indexed by sequence; a window starts at a multiple of 256
+  // bytes, so up to that many before the part's first sequence.
+  seq0: array<vec4<u32>, 3>,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -49,6 +55,20 @@ struct Params {
 @group(0) @binding(9) var<storage, read_write> VX: array<TQ_ACT>;
 @group(0) @binding(10) var<storage, read_write> OUT: array<TQ_ACT>;
 @group(0) @binding(11) var<storage, read_write> WS: array<f32>;
+
+// Bindings of the buffers indexed by sequence, for base().
+const B_KC: u32 = 2u;
+const B_VC: u32 = 3u;
+const B_BT: u32 = 4u;
+const B_LENS: u32 = 5u;
+const B_Q: u32 = 7u;
+const B_KX: u32 = 8u;
+const B_VX: u32 = 9u;
+const B_OUT: u32 = 10u;
+const B_WS: u32 = 11u;
+
+// Where sequence 0 of the launch starts in the buffer at binding i.
+fn base(i: u32) -> u32 { return P.seq0[i / 4u][i % 4u]; }
 
 const NEG: f32 = -3.0e38;   // "minus infinity": WGSL has no infinities
 const LIVE: f32 = -1.0e38;  // scores above this are real
@@ -162,18 +182,22 @@ fn capacity() -> u32 {
 }
 
 // Tokens of sequence b, at most the capacity: loops over the context end.
-fn seq_len(b: u32) -> u32 { return min(u32(LENS[b]), capacity()); }
+fn seq_len(b: u32) -> u32 { return min(u32(LENS[base(B_LENS) + b]), capacity()); }
 
-// First word of the slot of token t of (sequence b, kv head h).
-fn slot_word(b: u32, h: u32, t: u32, words: u32) -> u32 {
+// First word of the slot of token t of (sequence b, kv head h) in the
+// cache at binding `cache`, slots of `words` words.  A paged cache's pool
+// is bound whole (its base is 0).
+fn slot_word(b: u32, h: u32, t: u32, words: u32, cache: u32) -> u32 {
   let tc = min(t, capacity() - 1u);
 //#if PAGED
-  let blk = min(u32(BT[b * P.max_blocks + tc / TQ_BLOCK]), P.num_blocks - 1u);
+  let blk = min(u32(BT[base(B_BT) + b * P.max_blocks + tc / TQ_BLOCK]), P.num_blocks - 1u);
   return ((blk * P.kv_heads + h) * TQ_BLOCK + tc % TQ_BLOCK) * words;
 //#else
-  return ((b * P.kv_heads + h) * P.capacity + tc) * words;
+  return base(cache) + ((b * P.kv_heads + h) * P.capacity + tc) * words;
 //#endif
 }
+fn key_slot(b: u32, h: u32, t: u32) -> u32 { return slot_word(b, h, t, TQ_K_WORDS, B_KC); }
+fn value_slot(b: u32, h: u32, t: u32) -> u32 { return slot_word(b, h, t, TQ_V_WORDS, B_VC); }
 
 // Channel i of kv head h's order (docs/FORMAT.md: outliers first).  Kept
 // below TQ_D whatever the buffer holds: it indexes workgroup arrays.
@@ -375,11 +399,11 @@ fn encode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let i = wid.x;
   let h = wid.y;
   let b = wid.z;
-  let t = u32(LENS[b]) - P.n_tokens + i;
-  let at = ((b * P.n_tokens + i) * P.kv_heads + h) * TQ_D;
+  let t = u32(LENS[base(B_LENS) + b]) - P.n_tokens + i;
+  let x0 = ((b * P.n_tokens + i) * P.kv_heads + h) * TQ_D; // the token's k and v
   // ---- key
-  let ks = slot_word(b, h, t, TQ_K_WORDS);
-  for (var j = lid; j < TQ_D; j += TQ_WG) { xrow[j] = ld_kx(at + j); }
+  let ks = key_slot(b, h, t);
+  for (var j = lid; j < TQ_D; j += TQ_WG) { xrow[j] = ld_kx(base(B_KX) + x0 + j); }
   workgroupBarrier();
   for (var j = lid; j < TQ_M; j += TQ_WG) { rot_a[j] = xrow[chan(h, TQ_O + j)]; }
   rotate_main(false, lid);
@@ -416,8 +440,8 @@ fn encode(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   }
   // ---- value
   workgroupBarrier();
-  let vs = slot_word(b, h, t, TQ_V_WORDS);
-  for (var j = lid; j < TQ_D; j += TQ_WG) { xrow[j] = ld_vx(at + j); }
+  let vs = value_slot(b, h, t);
+  for (var j = lid; j < TQ_D; j += TQ_WG) { xrow[j] = ld_vx(base(B_VX) + x0 + j); }
   workgroupBarrier();
   if (TQ_VMINMAX) {
     let top = f32((1u << TQ_VB) - 1u);
@@ -568,7 +592,7 @@ fn value_at(tt: u32, j: u32) -> f32 {
 // row % TQ_G) of sequence b in Q.
 fn q_at(b: u32, h: u32, row: u32) -> u32 {
   let tok = row / TQ_G;
-  return ((b * P.n_tokens + tok) * P.kv_heads * TQ_G + h * TQ_G + row % TQ_G) * TQ_D;
+  return base(B_Q) + ((b * P.n_tokens + tok) * P.kv_heads * TQ_G + h * TQ_G + row % TQ_G) * TQ_D;
 }
 
 // Rotates (and scales) the workgroup's four query rows into q4, qo4, qs4.
@@ -639,12 +663,12 @@ fn attend(wid: vec3<u32>, lid: u32, sgi: u32) {
     // Stage the tile's value slots (consecutive words: coalesced reads).
     for (var e = lid; e < n * TQ_V_WORDS; e += TQ_WG) {
       let tt = e / TQ_V_WORDS;
-      sv[tt * TQ_VWS + e % TQ_V_WORDS] = VC[slot_word(b, h, tile + tt, TQ_V_WORDS) + e % TQ_V_WORDS];
+      sv[tt * TQ_VWS + e % TQ_V_WORDS] = VC[value_slot(b, h, tile + tt) + e % TQ_V_WORDS];
     }
     var sc = vec4<f32>(NEG);
     let t = tile + lid;
     if (lid < n) {
-      let s = score(slot_word(b, h, t, TQ_K_WORDS));
+      let s = score(key_slot(b, h, t));
       sc = select(vec4<f32>(NEG), s, vec4<u32>(t) < ctx);
     }
     let mx = wg_max4(sc, lid, sgi);
@@ -669,7 +693,7 @@ fn attend(wid: vec3<u32>, lid: u32, sgi: u32) {
   for (var r = 0u; r < 4u; r++) {
     let row = r0 + r;
     if (row < P.rows) {
-      let at = ((((b * P.kv_heads + h) * P.rows + row) * P.splits) + split) * TQ_PART;
+      let at = base(B_WS) + ((((b * P.kv_heads + h) * P.rows + row) * P.splits) + split) * TQ_PART;
       if (lid == 0u) {
         WS[at] = m[r];
         WS[at + 1u] = lsum[r];
@@ -866,7 +890,7 @@ fn attend_fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let nan = bitcast<f32>(0x7FC00000u | misfit); // not a constant: WGSL has no NaN literal
     for (var r = lid; r < 4u; r += TQ_FWG) {
       if (r0 + r < P.rows) {
-        let at = ((((b * P.kv_heads + h) * P.rows + r0 + r) * P.splits) + split) * TQ_PART;
+        let at = base(B_WS) + ((((b * P.kv_heads + h) * P.rows + r0 + r) * P.splits) + split) * TQ_PART;
         WS[at] = nan;
         WS[at + 1u] = nan;
       }
@@ -904,15 +928,15 @@ fn attend_fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     let c = c0 + w;
     let t0 = t_begin + c * TQ_SG;
     let n = select(0u, min(TQ_SG, t_end - t0), c < chunks);
-    // Scores: lane scores token t0 + lane (past n: weight 0, and slot_word
+    // Scores: lane scores token t0 + lane (past n: weight 0, and key_slot
     // reads a slot of the cache that no weight uses).
     let live = lane < n;
     let t = t0 + lane;
-    let kt = slot_word(b, h, t, TQ_K_WORDS);
+    let kt = key_slot(b, h, t);
     var d = vec4<f32>(0.0);
     for (var x = 0u; x < TQ_KW; x++) { d += fast_kdot(KC[kt + TQ_K_IDX + x], x * (32u / TQ_KB)); }
     let ksc = bitcast<f32>(KC[kt + TQ_K_SCALE]);
-    let vslot = slot_word(b, h, t, TQ_V_WORDS);
+    let vslot = value_slot(b, h, t);
     let vsc = select(0.0, bitcast<f32>(VC[vslot + TQ_V_SCALE]), live);
     let sc = select(vec4<f32>(NEG), ksc * d, vec4<bool>(live) & (vec4<u32>(t) < ctx));
     let nm = max(m, subgroupMax(sc));
@@ -973,7 +997,7 @@ fn attend_fast(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
       let lw = vec4<f32>(f_l[0][r], f_l[1][r], f_l[2][r], f_l[3][r]);
       let mt = max(max(mw.x, mw.y), max(mw.z, mw.w));
       let e = select(vec4<f32>(0.0), exp(mw - mt), lw > vec4<f32>(0.0));
-      let at = ((((b * P.kv_heads + h) * P.rows + row) * P.splits) + split) * TQ_PART;
+      let at = base(B_WS) + ((((b * P.kv_heads + h) * P.rows + row) * P.splits) + split) * TQ_PART;
       if (lid == 0u) {
         WS[at] = mt;
         WS[at + 1u] = dot(e, lw);
@@ -1026,20 +1050,20 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let row = wid.x;
   let h = wid.y;
   let b = wid.z;
-  let base = ((b * P.kv_heads + h) * P.rows + row) * P.splits * TQ_PART;
+  let ws = base(B_WS) + ((b * P.kv_heads + h) * P.rows + row) * P.splits * TQ_PART;
   var mx = NEG;
-  for (var s = 0u; s < P.splits; s++) { mx = max(mx, WS[base + s * TQ_PART]); }
+  for (var s = 0u; s < P.splits; s++) { mx = max(mx, WS[ws + s * TQ_PART]); }
   var total = 0.0;
   for (var s = 0u; s < P.splits; s++) {
-    let ls = WS[base + s * TQ_PART + 1u];
-    total += select(0.0, ls * exp(WS[base + s * TQ_PART] - mx), ls > 0.0);
+    let ls = WS[ws + s * TQ_PART + 1u];
+    total += select(0.0, ls * exp(WS[ws + s * TQ_PART] - mx), ls > 0.0);
   }
   let f = 1.0 / total;
   for (var j = lid; j < TQ_VDIM; j += TQ_WG) {
     var v = 0.0;
     for (var s = 0u; s < P.splits; s++) {
-      let ls = WS[base + s * TQ_PART + 1u];
-      v += select(0.0, WS[base + s * TQ_PART + 2u + j] * exp(WS[base + s * TQ_PART] - mx), ls > 0.0);
+      let ls = WS[ws + s * TQ_PART + 1u];
+      v += select(0.0, WS[ws + s * TQ_PART + 2u + j] * exp(WS[ws + s * TQ_PART] - mx), ls > 0.0);
     }
     if (TQ_VMINMAX) { xrow[j] = v * f; }
     else if (j < TQ_M) { rot_a[j] = v; }
@@ -1054,7 +1078,7 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     }
   }
   let tok = row / TQ_G;
-  store_out(((b * P.n_tokens + tok) * P.kv_heads * TQ_G + h * TQ_G + row % TQ_G) * TQ_D, lid);
+  store_out(base(B_OUT) + ((b * P.n_tokens + tok) * P.kv_heads * TQ_G + h * TQ_G + row % TQ_G) * TQ_D, lid);
 }
 
 // ---- dequantize -------------------------------------------------------
@@ -1064,10 +1088,10 @@ fn dequant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   let t = wid.x;
   let h = wid.y;
   let b = wid.z;
-  let at = ((b * P.n_tokens + t) * P.kv_heads + h) * TQ_D;
+  let x0 = ((b * P.n_tokens + t) * P.kv_heads + h) * TQ_D; // the token's k and v
   load_codebooks(lid, TQ_WG);
   // ---- key: main part (plus the QJL term), then outliers
-  let ks = slot_word(b, h, t, TQ_K_WORDS);
+  let ks = key_slot(b, h, t);
   let ksc = bitcast<f32>(KC[ks + TQ_K_SCALE]);
   for (var j = lid; j < TQ_M; j += TQ_WG) {
     var y = ksc * CB[CB_K + kc_index(ks + TQ_K_IDX, j, TQ_KB)];
@@ -1095,9 +1119,9 @@ fn dequant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     }
     unrotate_out(h, 1.0, lid);
   }
-  store_kx(at, lid);
+  store_kx(base(B_KX) + x0, lid);
   // ---- value
-  let vs = slot_word(b, h, t, TQ_V_WORDS);
+  let vs = value_slot(b, h, t);
   workgroupBarrier();
   if (TQ_VMINMAX) {
     for (var j = lid; j < TQ_D; j += TQ_WG) {
@@ -1122,5 +1146,5 @@ fn dequant(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
       unrotate_out(h, 1.0, lid);
     }
   }
-  store_vx(at, lid);
+  store_vx(base(B_VX) + x0, lid);
 }

@@ -1,5 +1,6 @@
--- A small family for the WebGPU AOT and CLI tests: two variants, both
--- WGSL flavours in the dispatch table and the JS module.
+-- A small family for the WebGPU AOT and CLI tests: four variants (two
+-- quants, contiguous and paged), both WGSL flavours in the dispatch table
+-- and the JS module.
 return family {
   name = "wgsl_aot",
   models = {
@@ -10,6 +11,6 @@ return family {
     quant { key_bits = 3, value_bits = 2, outliers = { count = 8, bits = 16 } },
   },
   dtypes = { "f16" },
-  layouts = { paged(16) },
+  layouts = { "contiguous", paged(16) },
   backends = { wgsl = { subgroups = true } },
 }

@@ -1,7 +1,9 @@
 # cli.cmake - tqgen with the wgsl backend, run by ctest as
-#   cmake -DTQGEN=... -DSRC=... -DWORK=... -DNODE=... -DMODE=js|verify -P cli.cmake
+#   cmake -DTQGEN=... -DPLAN=... -DSRC=... -DWORK=... -DNODE=... -DMODE=js|verify -P cli.cmake
 # js:     -o writes both flavours of every variant and <family>.webgpu.js,
-#         and `node --check` accepts the module (exit 77: no node here).
+#         `node --check` accepts the module and tests/wgsl/plan.mjs finds
+#         its plan() equal to the native one, which PLAN (wgsl_plan)
+#         prints (exit 77: no node here).
 # verify: tqgen --verify --backend wgsl runs every op against the reference.
 set(spec ${SRC}/tests/wgsl/aot.lua)
 if(MODE STREQUAL "js")
@@ -16,7 +18,8 @@ if(MODE STREQUAL "js")
     message(FATAL_ERROR "tqgen -o failed (${rc}): ${log}")
   endif()
   foreach(f wgsl/d64_g2_k4v4_f16_paged16.core.wgsl wgsl/d64_g2_k4v4_f16_paged16.f16sg.wgsl
-            wgsl/d64_g2_k3v2_o8h_f16_paged16.core.wgsl wgsl_aot.webgpu.js
+            wgsl/d64_g2_k3v2_o8h_f16_paged16.core.wgsl wgsl/d64_g2_k4v4_f16.f16sg.wgsl
+            wgsl_aot.webgpu.js
             wgsl_aot_dispatch.c manifest.json)
     if(NOT EXISTS ${WORK}/${f})
       message(FATAL_ERROR "tqgen -o did not write ${f}")
@@ -27,23 +30,15 @@ if(MODE STREQUAL "js")
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "node --check wgsl_aot.webgpu.js failed: ${log}")
   endif()
-  # The module's plan and variant table, run by node (no GPU needed).
-  file(WRITE ${WORK}/plan.mjs "
-import * as m from './wgsl_aot.webgpu.js';
-const k = { variant: m.variants['d64_g2_k4v4_f16_paged16'].variant };
-const a = { batch: 2, kvHeads: 2, nTokens: 1, numBlocks: 9, maxBlocks: 4 };
-const p = m.plan(k, 'decode', a);
-if (p.steps.length !== 2 || p.steps[0].grid.join() !== '2,2,2' || p.steps[1].grid.join() !== '2,2,2')
-  throw new Error('decode plan ' + JSON.stringify(p.steps));
-if (m.workspaceBytes(k, 'decode', a) !== 4 * 2 * 2 * 2 * 2 * 66) throw new Error('workspace');
-console.log('plan ok', JSON.stringify(p.steps));
-")
-  execute_process(COMMAND ${NODE} ${WORK}/plan.mjs RESULT_VARIABLE rc OUTPUT_VARIABLE out
-                  ERROR_VARIABLE log)
+  # The module's plan against the native plan, and its createKernel and
+  # recordDispatch on a stand-in device, run by node (no GPU needed).
+  execute_process(COMMAND ${NODE} ${SRC}/tests/wgsl/plan.mjs ${WORK}/wgsl_aot.webgpu.js
+                          ${PLAN} ${spec}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE log)
   if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "the JS module's plan: ${log}")
+    message(FATAL_ERROR "the JS module's plan (tests/wgsl/plan.mjs): ${out}${log}")
   endif()
-  message("node --check and plan: ok; ${out}")
+  message("node --check and plan: ok\n${out}")
 elseif(MODE STREQUAL "verify")
   execute_process(COMMAND ${TQGEN} ${spec} --verify --backend wgsl
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE log)
@@ -51,7 +46,7 @@ elseif(MODE STREQUAL "verify")
   if(out MATCHES "unavailable")
     message(FATAL_ERROR "the wgsl backend is unavailable: ${out}")
   endif()
-  if(NOT rc EQUAL 0 OR NOT out MATCHES "8 kernels verified, 0 failed")
+  if(NOT rc EQUAL 0 OR NOT out MATCHES "16 kernels verified, 0 failed")
     message(FATAL_ERROR "tqgen --verify --backend wgsl failed (${rc}): ${log}")
   endif()
   # No library: a clear message and a nonzero exit, not a crash.
