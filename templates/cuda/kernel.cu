@@ -1350,6 +1350,13 @@ __device__ __forceinline__ void tq_mma(float *c, const tq_u32 *a, tq_u32 b0, tq_
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+/* c = a b: the first k step, without zeroing c first. */
+__device__ __forceinline__ void tq_mma0(float *c, const tq_u32 *a, tq_u32 b0, tq_u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32." TQ_MMA_TYPE "." TQ_MMA_TYPE ".f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
+}
 
 /* Four 8x8 b16 matrices from shared memory (addr: a shared-window
  * address): lanes 8i .. 8i+7 name the rows of matrix i, which lands in
@@ -1452,11 +1459,21 @@ __device__ __forceinline__ void tq_mma_expand(const tq_u32 *stage, int sw, int i
 }
 
 /* Warp w copies the slots of tokens t0 + 16 w .. of the tile's n (t0 a
- * multiple of TQ_MTOK) into dst; every thread commits one cp.async group. */
-__device__ __forceinline__ void tq_mma_stage(const tq_kargs &a, void *base, int words, int b,
-                                             int h, int t0, int n, tq_u32 *dst) {
+ * multiple of TQ_MTOK) into dst; every thread commits one cp.async group.
+ * head: slot 0 of the sequence's kv head (contiguous caches). */
+__device__ __forceinline__ void tq_mma_stage(const tq_kargs &a, void *base, const tq_u8 *head,
+                                             int words, int b, int h, int t0, int n, tq_u32 *dst) {
   const int s0 = TQ_MSTAGE * (threadIdx.x >> 5), m = min(TQ_MSTAGE, n - s0);
-  if (m > 0) tq_stage(a, base, words, b, h, t0 + s0, m, dst + s0 * words);
+  if (m > 0) {
+#if TQ_PAGED
+    (void)head;
+    tq_stage(a, base, words, b, h, t0 + s0, m, dst + s0 * words);
+#else
+    (void)a, (void)base, (void)b, (void)h;
+    tq_copy_run(dst + s0 * words, (const tq_u32 *)(head + (size_t)(t0 + s0) * (words * 4)), m * words,
+                threadIdx.x & 31);
+#endif
+  }
   tq_cp_commit();
 }
 
@@ -1546,8 +1563,10 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
   /* The context of the whole block, in tiles; start copying tile 0. */
   const int kend = past + (min(r0 + TQ_MROWS, rows) - 1) / TQ_G + 1;
   const int ntiles = (kend + TQ_MTOK - 1) / TQ_MTOK;
-  tq_mma_stage(a, a.k_cache, TQ_KSW, b, h, 0, min(TQ_MTOK, kend), s.sk);
-  tq_mma_stage(a, a.v_cache, TQ_VSW, b, h, 0, min(TQ_MTOK, kend), s.sv);
+  const tq_u8 *khead = tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, 0);
+  const tq_u8 *vhead = tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, 0);
+  tq_mma_stage(a, a.k_cache, khead, TQ_KSW, b, h, 0, min(TQ_MTOK, kend), s.sk);
+  tq_mma_stage(a, a.v_cache, vhead, TQ_VSW, b, h, 0, min(TQ_MTOK, kend), s.sv);
   if (tid == 0) tq_mma_table(tq_k_cb, TQ_KB, s.tab[0]);
   if (tid == 32) tq_mma_table(tq_v_cb, TQ_VB, s.tab[1]);
   tq_mma_load_q(a, s, b, h, wr0, rows);
@@ -1582,12 +1601,10 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
     const int t0 = t * TQ_MTOK, t1 = t0 + TQ_MTOK;
     const bool more = t + 1 < ntiles, live = t0 < wmax;
     /* ---- phase A ---- */
-    if (more) tq_mma_stage(a, a.k_cache, TQ_KSW, b, h, t1, min(TQ_MTOK, kend - t1), s.sk);
+    if (more) tq_mma_stage(a, a.k_cache, khead, TQ_KSW, b, h, t1, min(TQ_MTOK, kend - t1), s.sk);
     tq_mma_expand<TQ_VB>(s.sv, TQ_VSW, TQ_V_IDX / 4, TQ_V_SCALE / 4, s.tab[1], min(TQ_MTOK, kend - t0),
                          s.v, s.vsc);
-    float sc[2][TQ_MNT][4];
-    for (int i = 0; i < 2; i++)
-      for (int nt = 0; nt < TQ_MNT; nt++) sc[i][nt][0] = sc[i][nt][1] = sc[i][nt][2] = sc[i][nt][3] = 0.f;
+    float sc[2][TQ_MNT][4]; /* written by the first k step */
     if (live) {
 #pragma unroll
       for (int kb = 0; kb < TQ_MKB; kb++) {
@@ -1598,10 +1615,17 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
         for (int np = 0; np < TQ_MNT / 2; np++) {
           tq_u32 kf[4];
           tq_ldm4(kf, krow + 32 * (np * TQ_MLD + kb));
-          tq_mma(sc[0][2 * np], qa[0], kf[0], kf[1]);
-          tq_mma(sc[1][2 * np], qa[1], kf[0], kf[1]);
-          tq_mma(sc[0][2 * np + 1], qa[0], kf[2], kf[3]);
-          tq_mma(sc[1][2 * np + 1], qa[1], kf[2], kf[3]);
+          if (kb == 0) {
+            tq_mma0(sc[0][2 * np], qa[0], kf[0], kf[1]);
+            tq_mma0(sc[1][2 * np], qa[1], kf[0], kf[1]);
+            tq_mma0(sc[0][2 * np + 1], qa[0], kf[2], kf[3]);
+            tq_mma0(sc[1][2 * np + 1], qa[1], kf[2], kf[3]);
+          } else {
+            tq_mma(sc[0][2 * np], qa[0], kf[0], kf[1]);
+            tq_mma(sc[1][2 * np], qa[1], kf[0], kf[1]);
+            tq_mma(sc[0][2 * np + 1], qa[0], kf[2], kf[3]);
+            tq_mma(sc[1][2 * np + 1], qa[1], kf[2], kf[3]);
+          }
         }
       }
     }
@@ -1609,7 +1633,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
     __syncthreads();
 
     /* ---- phase B ---- */
-    if (more) tq_mma_stage(a, a.v_cache, TQ_VSW, b, h, t1, min(TQ_MTOK, kend - t1), s.sv);
+    if (more) tq_mma_stage(a, a.v_cache, vhead, TQ_VSW, b, h, t1, min(TQ_MTOK, kend - t1), s.sv);
     if (live) {
       /* Key scales, the causal mask where the tile reaches past a row's
        * context (row wr0 + 16 i + 8 e + g holds sc[i][.][2 e ..]), online
