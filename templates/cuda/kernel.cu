@@ -1458,21 +1458,54 @@ __device__ __forceinline__ void tq_mma_expand(const tq_u32 *stage, int sw, int i
     sc[threadIdx.x] = (int)threadIdx.x < n ? __int_as_float((int)stage[threadIdx.x * sw + scale]) : 0.f;
 }
 
+/* Async copies to a shared-window address. */
+__device__ __forceinline__ void tq_cp4s(unsigned dst, const void *src) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(src) : "memory");
+#endif
+}
+__device__ __forceinline__ void tq_cp16s(unsigned dst, const void *src) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+#endif
+}
+
 /* Warp w copies the slots of tokens t0 + 16 w .. of the tile's n (t0 a
- * multiple of TQ_MTOK) into dst; every thread commits one cp.async group.
- * head: slot 0 of the sequence's kv head (contiguous caches). */
+ * multiple of TQ_MTOK) to dst (a shared-window address); every thread
+ * commits one cp.async group.  The slots come in runs of whole slots:
+ * pages of a paged cache, 16 tokens of a contiguous one (head: slot 0 of
+ * the sequence's kv head). */
+#if TQ_PAGED && TQ_BLOCK < TQ_MSTAGE
+#define TQ_MRUN TQ_BLOCK
+#else
+#define TQ_MRUN TQ_MSTAGE
+#endif
+template <int words>
 __device__ __forceinline__ void tq_mma_stage(const tq_kargs &a, void *base, const tq_u8 *head,
-                                             int words, int b, int h, int t0, int n, tq_u32 *dst) {
-  const int s0 = TQ_MSTAGE * (threadIdx.x >> 5), m = min(TQ_MSTAGE, n - s0);
-  if (m > 0) {
+                                             int b, int h, int t0, int n, unsigned dst) {
+  const int s0 = TQ_MSTAGE * (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const int m = min(TQ_MSTAGE, n - s0);
+#pragma unroll
+  for (int p = 0; p < TQ_MSTAGE; p += TQ_MRUN) {
+    if (p >= m) break;
 #if TQ_PAGED
     (void)head;
-    tq_stage(a, base, words, b, h, t0 + s0, m, dst + s0 * words);
+    const tq_u8 *src = tq_slot(a, base, words * 4, b, h, t0 + s0 + p);
 #else
     (void)a, (void)base, (void)b, (void)h;
-    tq_copy_run(dst + s0 * words, (const tq_u32 *)(head + (size_t)(t0 + s0) * (words * 4)), m * words,
-                threadIdx.x & 31);
+    const tq_u8 *src = head + (size_t)(t0 + s0 + p) * (words * 4);
 #endif
+    const unsigned to = dst + 4u * (unsigned)((s0 + p) * words);
+    const int w = min(TQ_MRUN, m - p) * words; /* words of the run */
+    if ((((size_t)src & 15u) | ((unsigned)w & 3u)) == 0) {
+#pragma unroll
+      for (int i = 0; i < (TQ_MRUN * words / 4 + 31) / 32; i++) {
+        const int k = lane + 32 * i;
+        if (k < w / 4) tq_cp16s(to + 16u * k, src + 16 * k);
+      }
+    } else {
+      for (int k = lane; k < w; k += 32) tq_cp4s(to + 4u * k, src + 4 * k);
+    }
   }
   tq_cp_commit();
 }
@@ -1565,8 +1598,9 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
   const int ntiles = (kend + TQ_MTOK - 1) / TQ_MTOK;
   const tq_u8 *khead = tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, 0);
   const tq_u8 *vhead = tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, 0);
-  tq_mma_stage(a, a.k_cache, khead, TQ_KSW, b, h, 0, min(TQ_MTOK, kend), s.sk);
-  tq_mma_stage(a, a.v_cache, vhead, TQ_VSW, b, h, 0, min(TQ_MTOK, kend), s.sv);
+  const unsigned sk = tq_smem_addr(s.sk), sv = tq_smem_addr(s.sv);
+  tq_mma_stage<TQ_KSW>(a, a.k_cache, khead, b, h, 0, min(TQ_MTOK, kend), sk);
+  tq_mma_stage<TQ_VSW>(a, a.v_cache, vhead, b, h, 0, min(TQ_MTOK, kend), sv);
   if (tid == 0) tq_mma_table(tq_k_cb, TQ_KB, s.tab[0]);
   if (tid == 32) tq_mma_table(tq_v_cb, TQ_VB, s.tab[1]);
   tq_mma_load_q(a, s, b, h, wr0, rows);
@@ -1601,7 +1635,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
     const int t0 = t * TQ_MTOK, t1 = t0 + TQ_MTOK;
     const bool more = t + 1 < ntiles, live = t0 < wmax;
     /* ---- phase A ---- */
-    if (more) tq_mma_stage(a, a.k_cache, khead, TQ_KSW, b, h, t1, min(TQ_MTOK, kend - t1), s.sk);
+    if (more) tq_mma_stage<TQ_KSW>(a, a.k_cache, khead, b, h, t1, min(TQ_MTOK, kend - t1), sk);
     tq_mma_expand<TQ_VB>(s.sv, TQ_VSW, TQ_V_IDX / 4, TQ_V_SCALE / 4, s.tab[1], min(TQ_MTOK, kend - t0),
                          s.v, s.vsc);
     float sc[2][TQ_MNT][4]; /* written by the first k step */
@@ -1633,7 +1667,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
     __syncthreads();
 
     /* ---- phase B ---- */
-    if (more) tq_mma_stage(a, a.v_cache, vhead, TQ_VSW, b, h, t1, min(TQ_MTOK, kend - t1), s.sv);
+    if (more) tq_mma_stage<TQ_VSW>(a, a.v_cache, vhead, b, h, t1, min(TQ_MTOK, kend - t1), sv);
     if (live) {
       /* Key scales, the causal mask where the tile reaches past a row's
        * context (row wr0 + 16 i + 8 e + g holds sc[i][.][2 e ..]), online
