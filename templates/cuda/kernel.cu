@@ -1560,12 +1560,11 @@ __device__ __forceinline__ void tq_mma_load_q(const tq_kargs &a, tq_mma_smem &s,
           x[i + hh] = u - w;
         }
 #pragma unroll
-    for (int bit = 1; bit <= 2; bit <<= 1)
+    for (int bit = 1; bit <= 2; bit <<= 1) {
+      const float sgn = c & bit ? -1.f : 1.f; /* the upper lane takes o - x */
 #pragma unroll
-      for (int i = 0; i < TQ_MQL; i++) {
-        const float o = __shfl_xor_sync(TQ_FULL, x[i], bit);
-        x[i] = c & bit ? o - x[i] : x[i] + o;
-      }
+      for (int i = 0; i < TQ_MQL; i++) x[i] = fmaf(sgn, x[i], __shfl_xor_sync(TQ_FULL, x[i], bit));
+    }
     __syncwarp(); /* the quad has read its whole row */
 #pragma unroll
     for (int i = 0; i < TQ_MQL; i += 8)
@@ -1729,35 +1728,38 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
             o[i][nt][2] *= corr[i][1];
             o[i][nt][3] *= corr[i][1];
           }
-      /* P (times the value scales) as A fragments of O += P V. */
-      tq_u32 pa[2][TQ_MTOK / 16][4];
+      /* O += P V, 16 tokens (a k step) at a time: P (times the value
+       * scales) becomes the A fragment as the scores are consumed. */
 #pragma unroll
-      for (int nt = 0; nt < TQ_MNT; nt++) {
-        const float2 v2 = *(const float2 *)&s.vsc[nt * 8 + 2 * c];
+      for (int kk = 0; kk < TQ_MTOK / 16; kk++) {
+        tq_u32 pa[2][4];
 #pragma unroll
-        for (int i = 0; i < 2; i++) {
-          float p[4];
+        for (int h2 = 0; h2 < 2; h2++) {
+          const int nt = 2 * kk + h2;
+          const float2 v2 = *(const float2 *)&s.vsc[nt * 8 + 2 * c];
 #pragma unroll
-          for (int e = 0; e < 4; e++) {
-            p[e] = tq_ex2(sc[i][nt][e] - mu[i][e >> 1]);
-            l[i][e >> 1] += p[e];
-            p[e] *= e & 1 ? v2.y : v2.x;
+          for (int i = 0; i < 2; i++) {
+            float p[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+              p[e] = tq_ex2(sc[i][nt][e] - mu[i][e >> 1]);
+              l[i][e >> 1] += p[e];
+              p[e] *= e & 1 ? v2.y : v2.x;
+            }
+            pa[i][2 * h2 + 0] = tq_pack2(p[0], p[1]);
+            pa[i][2 * h2 + 1] = tq_pack2(p[2], p[3]);
           }
-          pa[i][nt / 2][(nt & 1) * 2 + 0] = tq_pack2(p[0], p[1]);
-          pa[i][nt / 2][(nt & 1) * 2 + 1] = tq_pack2(p[2], p[3]);
         }
-      }
-#pragma unroll
-      for (int kk = 0; kk < TQ_MTOK / 16; kk++)
 #pragma unroll
         for (int np = 0; np < TQ_MVT / 2; np++) {
           tq_u32 vf[4];
           tq_ldm4t(vf, vrow + 32 * (kk * TQ_MLD + np));
-          tq_mma(o[0][2 * np], pa[0][kk], vf[0], vf[1]);
-          tq_mma(o[1][2 * np], pa[1][kk], vf[0], vf[1]);
-          tq_mma(o[0][2 * np + 1], pa[0][kk], vf[2], vf[3]);
-          tq_mma(o[1][2 * np + 1], pa[1][kk], vf[2], vf[3]);
+          tq_mma(o[0][2 * np], pa[0], vf[0], vf[1]);
+          tq_mma(o[1][2 * np], pa[1], vf[0], vf[1]);
+          tq_mma(o[0][2 * np + 1], pa[0], vf[2], vf[3]);
+          tq_mma(o[1][2 * np + 1], pa[1], vf[2], vf[3]);
         }
+      }
     }
     /* After the product, when the scores' registers are free again. */
     if (more)
@@ -1799,14 +1801,14 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
               x[nt + hh][k] = u - w;
             }
 #pragma unroll
-      for (int bit = 1; bit <= 2; bit <<= 1)
+      for (int bit = 1; bit <= 2; bit <<= 1) {
+        const float sgn = c & bit ? -1.f : 1.f;
 #pragma unroll
         for (int nt = 0; nt < TQ_MVT; nt++)
 #pragma unroll
-          for (int k = 0; k < 2; k++) {
-            const float p = __shfl_xor_sync(TQ_FULL, x[nt][k], bit);
-            x[nt][k] = c & bit ? p - x[nt][k] : x[nt][k] + p;
-          }
+          for (int k = 0; k < 2; k++)
+            x[nt][k] = fmaf(sgn, x[nt][k], __shfl_xor_sync(TQ_FULL, x[nt][k], bit));
+      }
       float lt = l[i][e];
       lt += __shfl_xor_sync(TQ_FULL, lt, 1);
       lt += __shfl_xor_sync(TQ_FULL, lt, 2);
