@@ -1291,10 +1291,13 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
  * are first spread to nibbles).  A 32-bit word of 4-bit indices becomes 16
  * bytes of centroids in about 20 instructions and one 16-byte store.
  *
- * q is read into shared memory, rotated in registers (butterflies inside a
- * lane, then across its lane quad by shuffles) with the softmax scale and
- * log2(e) folded in, and stays there as f16/bf16 for ldmatrix; scores are
- * in base 2 (ex2).  (Decode through a 64-row version of this kernel,
+ * Both rotations run on the tensor cores too: the block builds M = sqrt(d) R
+ * (entries +-1, exact in f16/bf16) over the K/V tiles before the first
+ * tile and again after the last; q R^T = q M^T / sqrt(d) takes q as it
+ * is (exact products, f32 sums), the softmax scale and log2(e) folded in,
+ * and stays in shared memory as halves for ldmatrix (scores are in base 2,
+ * ex2); the output O R is (O / l) M / sqrt(d) with O / l rounded to halves
+ * as the A fragment, like P.  (Decode through a 64-row version of this kernel,
  * splitting the context, measured 3.4x slower than the fast path at B = 8,
  * 16K: with 4 live rows a tile the expansion is not amortized; see
  * bench/RESULTS.md.) */
@@ -1306,7 +1309,6 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 #define TQ_MKB (TQ_D / 16) /* k steps of QK^T over the head dimension */
 #define TQ_MNT (TQ_MTOK / 8) /* n tiles of scores */
 #define TQ_MVT (TQ_D / 8)    /* n tiles of the output */
-#define TQ_MQL (TQ_D / 4)    /* channels of a q row one lane rotates */
 #define TQ_MUNITS (TQ_MTOK * TQ_D / 8) /* 8-channel runs of a tile */
 #define TQ_MSTAGE 16 /* tokens a warp copies per tile */
 #define TQ_LOG2E 1.4426950408889634f
@@ -1510,69 +1512,54 @@ __device__ __forceinline__ void tq_mma_stage(const tq_kargs &a, void *base, cons
   tq_cp_commit();
 }
 
-/* This warp's 32 rows of q: loaded, rotated (R), scaled by sm_scale log2(e)
- * and stored as halves in s.q.  A lane quad takes one row, each lane a run
- * of TQ_MQL channels: butterflies inside the lane, then across the quad. */
+/* The main rotation times sqrt(d), M[i][j] = H[i][j] d_j (H the Sylvester
+ * Hadamard matrix, d the signs: R = M / sqrt(d)), as halves of +-1 in
+ * TQ_D rows of dst, built by the whole block.  A thread's 8-channel runs
+ * share j's block (jb) and i mod 8, so the signs of H_8 row i mod 8 and
+ * of d over the run are fixed; i's higher bits flip the run as a whole. */
+__device__ __forceinline__ void tq_mma_hadamard(tq_u16 (*dst)[TQ_MLD]) {
+  const int jb = threadIdx.x % (TQ_D / 8), i0 = threadIdx.x / (TQ_D / 8);
+  /* bit m of byte k: H_8[k][m] = -1 */
+  const tq_u32 h8 = (tq_u32)(0x963C5AF066CCAA00ull >> (8 * (i0 & 7))) & 0xFFu;
+  tq_u32 neg = h8; /* bit m: the sign of channel 8 jb + m in this run */
+  for (int m = 0; m < 8; m++) neg ^= (TQ_MAIN_SIGNS[8 * jb + m] < 0.f ? 1u : 0u) << m;
+  const tq_u32 one = (tq_u32)tq_to_half(1.f) * 0x10001u;
+  tq_u32 w[4];
+  for (int k = 0; k < 4; k++) w[k] = one | ((neg >> (2 * k)) & 1u) << 15 | ((neg >> (2 * k + 1)) & 1u) << 31;
+#pragma unroll
+  for (int e = 0; e < TQ_D * TQ_D / 8 / TQ_THREADS; e++) {
+    const int i = i0 + e * (TQ_THREADS / (TQ_D / 8));
+    const tq_u32 flip = (tq_u32)(__popc(i & (8 * jb)) & 1) * 0x80008000u;
+    *(uint4 *)&dst[i][8 * jb] = make_uint4(w[0] ^ flip, w[1] ^ flip, w[2] ^ flip, w[3] ^ flip);
+  }
+}
+
+/* This warp's 32 rows of q into s.q, as they are (channel_perm applied),
+ * zeros past the last row. */
 __device__ __forceinline__ void tq_mma_load_q(const tq_kargs &a, tq_mma_smem &s, int b, int h,
                                               int wr0, int rows) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c = lane & 3;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const tq_u16 *perm = tq_perm(a, h);
   const tq_act *q = (const tq_act *)a.q;
-  const bool vec = ((size_t)q & 15u) == 0;
-  /* Raw rows first (coalesced), zeros past the last row. */
+  const bool vec = !perm && ((size_t)q & 15u) == 0;
   for (int i = lane; i < 32 * (TQ_D / 8); i += 32) {
     const int rr = i / (TQ_D / 8), j = 8 * (i % (TQ_D / 8)), row = wr0 + rr;
     uint4 x = make_uint4(0u, 0u, 0u, 0u);
     if (row < rows) {
       const int tok = row / TQ_G, gq = row % TQ_G;
       const tq_act *src = q + (((size_t)b * a.n_tokens + tok) * a.kv_heads * TQ_G +
-                               (size_t)h * TQ_G + gq) * TQ_D + j;
+                               (size_t)h * TQ_G + gq) * TQ_D;
       if (vec) {
-        x = *(const uint4 *)src;
+        x = *(const uint4 *)(src + j);
       } else {
         tq_u32 w[4];
-        for (int k = 0; k < 4; k++) w[k] = (tq_u32)src[2 * k] | (tq_u32)src[2 * k + 1] << 16;
+        for (int k = 0; k < 4; k++)
+          w[k] = (tq_u32)src[tq_channel(perm, j + 2 * k)] | (tq_u32)src[tq_channel(perm, j + 2 * k + 1)] << 16;
         x = make_uint4(w[0], w[1], w[2], w[3]);
       }
     }
     *(uint4 *)&s.q[32 * warp + rr][j] = x;
   }
-  tq_u32 sg = 0; /* bit i: the sign of channel c TQ_MQL + i */
-  for (int i = 0; i < TQ_MQL; i++) sg |= (TQ_MAIN_SIGNS[c * TQ_MQL + i] < 0.f ? 1u : 0u) << i;
-  const float scale = a.sm_scale * TQ_LOG2E * rsqrtf((float)TQ_D);
-  __syncwarp();
-#pragma unroll 1
-  for (int p = 0; p < 4; p++) {
-    tq_u16 *row = s.q[32 * warp + 8 * p + (lane >> 2)];
-    float x[TQ_MQL];
-#pragma unroll
-    for (int i = 0; i < TQ_MQL; i++) {
-      const float v = tq_half_to_f(row[tq_channel(perm, c * TQ_MQL + i)]);
-      x[i] = (sg >> i) & 1u ? -v : v;
-    }
-#pragma unroll
-    for (int hh = 1; hh < TQ_MQL; hh <<= 1)
-#pragma unroll
-      for (int i = 0; i < TQ_MQL; i++)
-        if (!(i & hh)) {
-          const float u = x[i], w = x[i + hh];
-          x[i] = u + w;
-          x[i + hh] = u - w;
-        }
-#pragma unroll
-    for (int bit = 1; bit <= 2; bit <<= 1) {
-      const float sgn = c & bit ? -1.f : 1.f; /* the upper lane takes o - x */
-#pragma unroll
-      for (int i = 0; i < TQ_MQL; i++) x[i] = fmaf(sgn, x[i], __shfl_xor_sync(TQ_FULL, x[i], bit));
-    }
-    __syncwarp(); /* the quad has read its whole row */
-#pragma unroll
-    for (int i = 0; i < TQ_MQL; i += 8)
-      *(uint4 *)&row[c * TQ_MQL + i] =
-          make_uint4(tq_pack2(scale * x[i], scale * x[i + 1]), tq_pack2(scale * x[i + 2], scale * x[i + 3]),
-                     tq_pack2(scale * x[i + 4], scale * x[i + 5]), tq_pack2(scale * x[i + 6], scale * x[i + 7]));
-  }
-  __syncwarp();
 }
 
 __device__ void tq_prefill_mma(const tq_kargs &a) {
@@ -1602,7 +1589,55 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
   tq_mma_stage<TQ_VSW>(a, a.v_cache, vhead, b, h, 0, min(TQ_MTOK, kend), sv);
   if (tid == 0) tq_mma_table(tq_k_cb, TQ_KB, s.tab[0]);
   if (tid == 32) tq_mma_table(tq_v_cb, TQ_VB, s.tab[1]);
+  tq_mma_hadamard(s.k); /* M, over the key and value tiles until tile 0 */
   tq_mma_load_q(a, s, b, h, wr0, rows);
+
+  /* ldmatrix row addresses of this lane: q (A, m tile 0; +16 rows for 1),
+   * keys (B of n tiles 2p, 2p+1 at one k step), values (B^T of n tiles
+   * 2p, 2p+1 at one k step).  Offsets below are in bytes.  M takes the
+   * keys' addressing for q M^T and the values' for O M. */
+  const unsigned qrow = tq_smem_addr(&s.q[32 * warp + (lane & 15)][(lane >> 4) * 8]);
+  const unsigned krow = tq_smem_addr(&s.k[(lane >> 4) * 8 + (lane & 7)][((lane >> 3) & 1) * 8]);
+  const unsigned vrow = tq_smem_addr(&s.v[lane & 15][(lane >> 4) * 8]);
+
+  tq_cp_wait_all();
+  __syncthreads();
+  { /* q R^T = q M^T / sqrt(d) on tensor cores (exact products, f32 sums),
+     * times sm_scale log2(e), back into s.q as halves. */
+    float y[2][TQ_MVT][4];
+#pragma unroll
+    for (int kb = 0; kb < TQ_MKB; kb++) {
+      tq_u32 qa[2][4];
+      tq_ldm4(qa[0], qrow + 32 * kb);
+      tq_ldm4(qa[1], qrow + 32 * (TQ_MLD + kb));
+#pragma unroll
+      for (int np = 0; np < TQ_MVT / 2; np++) {
+        tq_u32 mf[4];
+        tq_ldm4(mf, krow + 32 * (np * TQ_MLD + kb));
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+          if (kb == 0) {
+            tq_mma0(y[i][2 * np], qa[i], mf[0], mf[1]);
+            tq_mma0(y[i][2 * np + 1], qa[i], mf[2], mf[3]);
+          } else {
+            tq_mma(y[i][2 * np], qa[i], mf[0], mf[1]);
+            tq_mma(y[i][2 * np + 1], qa[i], mf[2], mf[3]);
+          }
+        }
+      }
+    }
+    const float scale = a.sm_scale * TQ_LOG2E * rsqrtf((float)TQ_D);
+    __syncwarp(); /* every lane has read its q */
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+      for (int nt = 0; nt < TQ_MVT; nt++) {
+        tq_u16 *row = s.q[32 * warp + 16 * i + g];
+        *(tq_u32 *)&row[nt * 8 + 2 * c] = tq_pack2(scale * y[i][nt][0], scale * y[i][nt][1]);
+        *(tq_u32 *)&row[8 * TQ_MLD + nt * 8 + 2 * c] = tq_pack2(scale * y[i][nt][2], scale * y[i][nt][3]);
+      }
+    __syncwarp();
+  }
 
   /* The span of the causal contexts of the warp's rows. */
   const int wmax = wr0 < rows ? past + (min(wr0 + 31, rows - 1)) / TQ_G + 1 : 0;
@@ -1617,18 +1652,10 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
   for (int i = 0; i < 2; i++)
     for (int nt = 0; nt < TQ_MVT; nt++) o[i][nt][0] = o[i][nt][1] = o[i][nt][2] = o[i][nt][3] = 0.f;
 
-  tq_cp_wait_all();
-  __syncthreads();
+  __syncthreads(); /* M is read no more */
   tq_mma_expand<TQ_KB>(s.sk, TQ_KSW, TQ_K_IDX / 4, TQ_K_SCALE / 4, s.tab[0], min(TQ_MTOK, kend),
                        s.k, s.ksc[0]);
   __syncthreads();
-
-  /* ldmatrix row addresses of this lane: q (A, m tile 0; +16 rows for 1),
-   * keys (B of n tiles 2p, 2p+1 at one k step), values (B^T of n tiles
-   * 2p, 2p+1 at one k step).  Offsets below are in bytes. */
-  const unsigned qrow = tq_smem_addr(&s.q[32 * warp + (lane & 15)][(lane >> 4) * 8]);
-  const unsigned krow = tq_smem_addr(&s.k[(lane >> 4) * 8 + (lane & 7)][((lane >> 3) & 1) * 8]);
-  const unsigned vrow = tq_smem_addr(&s.v[lane & 15][(lane >> 4) * 8]);
 
   for (int t = 0; t < ntiles; t++) {
     const int t0 = t * TQ_MTOK, t1 = t0 + TQ_MTOK;
@@ -1769,64 +1796,70 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
     __syncthreads();
   }
 
-  /* Out: O / l rotated back (R^T: butterflies, then signs / sqrt(d)) and
-   * written.  Row (i, e) of this lane holds channels 8 nt + 2 c + {0, 1}:
-   * bits 0 and 3.. in the lane, bits 1 and 2 across its quad. */
-  tq_u32 sg = 0; /* bit 2 nt + k: the sign of channel 8 nt + 2 c + k */
-  for (int nt = 0; nt < TQ_MVT; nt++)
-    for (int k = 0; k < 2; k++) sg |= (TQ_MAIN_SIGNS[8 * nt + 2 * c + k] < 0.f ? 1u : 0u) << (2 * nt + k);
-  const tq_u16 *perm = tq_perm(a, h);
-  tq_act *out = (tq_act *)a.out;
-  const bool pairs = !perm && ((size_t)out & 3u) == 0;
+  /* Out: (O / l) R = (O / l) M / sqrt(d) on tensor cores (O / l rounded
+   * to halves as the A fragment, like P), written in the original basis. */
+  tq_mma_hadamard(s.k);
+  const unsigned mrow = tq_smem_addr(&s.k[lane & 15][(lane >> 4) * 8]);
+  __syncthreads();
+  float f[2][2]; /* 1 / l of this lane's rows */
 #pragma unroll
   for (int i = 0; i < 2; i++)
 #pragma unroll
     for (int e = 0; e < 2; e++) {
-      float x[TQ_MVT][2];
-#pragma unroll
-      for (int nt = 0; nt < TQ_MVT; nt++) {
-        const float u = o[i][nt][2 * e], w = o[i][nt][2 * e + 1];
-        x[nt][0] = u + w;
-        x[nt][1] = u - w;
-      }
-#pragma unroll
-      for (int hh = 1; hh < TQ_MVT; hh <<= 1)
-#pragma unroll
-        for (int nt = 0; nt < TQ_MVT; nt++)
-          if (!(nt & hh))
-#pragma unroll
-            for (int k = 0; k < 2; k++) {
-              const float u = x[nt][k], w = x[nt + hh][k];
-              x[nt][k] = u + w;
-              x[nt + hh][k] = u - w;
-            }
-#pragma unroll
-      for (int bit = 1; bit <= 2; bit <<= 1) {
-        const float sgn = c & bit ? -1.f : 1.f;
-#pragma unroll
-        for (int nt = 0; nt < TQ_MVT; nt++)
-#pragma unroll
-          for (int k = 0; k < 2; k++)
-            x[nt][k] = fmaf(sgn, x[nt][k], __shfl_xor_sync(TQ_FULL, x[nt][k], bit));
-      }
       float lt = l[i][e];
       lt += __shfl_xor_sync(TQ_FULL, lt, 1);
       lt += __shfl_xor_sync(TQ_FULL, lt, 2);
+      f[i][e] = lt > 0.f ? 1.f / lt : 0.f;
+    }
+  tq_u32 oa[2][TQ_MKB][4];
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int kk = 0; kk < TQ_MKB; kk++) {
+      oa[i][kk][0] = tq_pack2(o[i][2 * kk][0] * f[i][0], o[i][2 * kk][1] * f[i][0]);
+      oa[i][kk][1] = tq_pack2(o[i][2 * kk][2] * f[i][1], o[i][2 * kk][3] * f[i][1]);
+      oa[i][kk][2] = tq_pack2(o[i][2 * kk + 1][0] * f[i][0], o[i][2 * kk + 1][1] * f[i][0]);
+      oa[i][kk][3] = tq_pack2(o[i][2 * kk + 1][2] * f[i][1], o[i][2 * kk + 1][3] * f[i][1]);
+    }
+  float x[2][TQ_MVT][4];
+#pragma unroll
+  for (int kk = 0; kk < TQ_MKB; kk++)
+#pragma unroll
+    for (int np = 0; np < TQ_MVT / 2; np++) {
+      tq_u32 mf[4];
+      tq_ldm4t(mf, mrow + 32 * (kk * TQ_MLD + np));
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        if (kk == 0) {
+          tq_mma0(x[i][2 * np], oa[i][kk], mf[0], mf[1]);
+          tq_mma0(x[i][2 * np + 1], oa[i][kk], mf[2], mf[3]);
+        } else {
+          tq_mma(x[i][2 * np], oa[i][kk], mf[0], mf[1]);
+          tq_mma(x[i][2 * np + 1], oa[i][kk], mf[2], mf[3]);
+        }
+      }
+    }
+  const tq_u16 *perm = tq_perm(a, h);
+  tq_act *out = (tq_act *)a.out;
+  const bool pairs = !perm && ((size_t)out & 3u) == 0;
+  const float sd = rsqrtf((float)TQ_D);
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
       const int row = wr0 + 16 * i + 8 * e + g;
       if (row >= rows) continue;
-      const float f = (lt > 0.f ? 1.f / lt : 0.f) * rsqrtf((float)TQ_D);
       const int tok = row / TQ_G, gq = row % TQ_G;
       const size_t at = (((size_t)b * a.n_tokens + tok) * a.kv_heads * TQ_G + (size_t)h * TQ_G + gq) * TQ_D;
 #pragma unroll
       for (int nt = 0; nt < TQ_MVT; nt++) {
         const int j = 8 * nt + 2 * c;
-        const float y0 = (sg >> (2 * nt)) & 1u ? -f * x[nt][0] : f * x[nt][0];
-        const float y1 = (sg >> (2 * nt + 1)) & 1u ? -f * x[nt][1] : f * x[nt][1];
+        const tq_u16 y0 = tq_to_half(sd * x[i][nt][2 * e]), y1 = tq_to_half(sd * x[i][nt][2 * e + 1]);
         if (pairs) {
-          *(tq_u32 *)&out[at + j] = (tq_u32)tq_to_half(y0) | (tq_u32)tq_to_half(y1) << 16;
+          *(tq_u32 *)&out[at + j] = (tq_u32)y0 | (tq_u32)y1 << 16;
         } else {
-          out[at + tq_channel(perm, j)] = tq_to_half(y0);
-          out[at + tq_channel(perm, j + 1)] = tq_to_half(y1);
+          out[at + tq_channel(perm, j)] = y0;
+          out[at + tq_channel(perm, j + 1)] = y1;
         }
       }
     }
