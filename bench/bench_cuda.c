@@ -4,8 +4,9 @@
  * measured in the same run (the physical limit).  Prints tab-separated rows
  * that bench/gpu_report.py joins with the PyTorch SDPA baseline.
  *
- * usage: bench_cuda [--quick | --shape B CONTEXT]  (bench/gpu.sh runs it;
- *        --shape times one decode shape only, for profilers) */
+ * usage: bench_cuda [--quick | --shape B CONTEXT | --prefill]  (bench/gpu.sh
+ *        runs it; --shape times one decode shape only and --prefill the
+ *        encode and the prefill only, for profilers) */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
 #include <math.h>
@@ -116,6 +117,7 @@ static double copy_bandwidth(tq_backend *be) {
 
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
+  int prefill_only = argc > 1 && !strcmp(argv[1], "--prefill");
   int only_b = 0, only_ctx = 0;
   if (argc > 3 && !strcmp(argv[1], "--shape")) {
     only_b = atoi(argv[2]);
@@ -186,6 +188,7 @@ int main(int argc, char **argv) {
     for (int ci = 0; ci < 4; ci++) {
       int B = batches[bi], ctx = contexts[ci];
       if (quick && (B > 8 || ctx > 16384)) continue;
+      if (prefill_only) continue;
       if (only_b && (B != only_b || ctx != only_ctx)) continue;
       tq_buffer *kc, *vc, *lens, *q, *out, *ws = NULL;
       if (tq_alloc(be, kslot * HEADS * B * (size_t)ctx, &kc) ||
@@ -242,6 +245,10 @@ int main(int argc, char **argv) {
     tq_free(be, q);
     tq_free(be, out);
     tq_free(be, ws);
+  }
+  if (prefill_only) {
+    tq_close(be);
+    return 0;
   }
 
   /* Long-context correctness on the GPU: decode at 32K against the CPU

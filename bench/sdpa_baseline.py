@@ -1,7 +1,10 @@
 """PyTorch scaled_dot_product_attention on an unquantized f16 cache: the
 baseline of bench_cuda, same shapes (32 q heads, 8 kv heads, head_dim 128,
 distinct K and V), best of the cuDNN and flash backends, median of 50
-event-timed runs.  Prints tab-separated rows for gpu_report.py."""
+event-timed runs.  Prints tab-separated rows for gpu_report.py.
+`--prefill` times the prefill only (beside `bench_cuda --prefill`)."""
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -40,7 +43,7 @@ def best(q, k, v, causal):
 
 
 torch.manual_seed(0)
-for B in (1, 8, 32):
+for B in () if "--prefill" in sys.argv[1:] else (1, 8, 32):
     for ctx in (4096, 16384, 32768, 131072):
         q = torch.randn(B, HQ, 1, D, device=dev, dtype=torch.float16)
         k = torch.randn(B, HKV, ctx, D, device=dev, dtype=torch.float16)
