@@ -37,21 +37,23 @@ static int fast_path(const tq_variant *v) {
 /* The template's TQ_MMA: prefill of these runs on tensor cores, TQ_MROWS
  * query rows a block, one split, and writes the output itself (no
  * workspace, no reduce). */
-#define MMA_ROWS 128  /* TQ_MROWS */
-#define MMA_TOKENS 64 /* TQ_MTOK */
+#define MMA_WARPS 8             /* TQ_MWARPS */
+#define MMA_ROWS (32 * MMA_WARPS) /* TQ_MROWS */
+#define MMA_TOKENS 64           /* TQ_MTOK */
 static int mma_prefill(const tq_variant *v, tq_op op) {
   return op == TQ_OP_PREFILL && fast_path(v) && v->dtype != TQ_F32;
 }
 
-/* sizeof(struct tq_mma_smem): q rows, key and value tiles of halves (rows
- * padded by 8), a tile of packed key and value slots, scales, tables. */
+/* sizeof(struct tq_mma_smem): q rows, two key and value tiles of halves
+ * (rows padded by 8), two tiles of packed key and value slots, their
+ * scales, the lookup tables. */
 static unsigned mma_shared_bytes(const tq_variant *v) {
   tq_slot_layout k, val;
   tqg_key_layout(v, &k);
   tqg_value_layout(v, &val);
   unsigned ld = 2u * (unsigned)(v->head_dim + 8);
-  return (MMA_ROWS + 2 * MMA_TOKENS) * ld + MMA_TOKENS * (unsigned)(k.bytes + val.bytes) +
-         3 * MMA_TOKENS * 4 + 2 * 8 * 4;
+  return (MMA_ROWS + 4 * MMA_TOKENS) * ld + 2 * MMA_TOKENS * (unsigned)(k.bytes + val.bytes) +
+         4 * MMA_TOKENS * 4 + 2 * 8 * 4;
 }
 
 /* The template's TQ_EFAST: encode in registers, a vector on d / lane_ch
@@ -107,7 +109,7 @@ int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a,
     if (blocks > 0x7fffffffL) return 0;
     steps[0].entry = "prefill";
     set3(steps[0].grid, (unsigned)blocks, 1, 1);
-    set3(steps[0].block, THREADS, 1, 1);
+    set3(steps[0].block, 32 * MMA_WARPS, 1, 1);
     steps[0].shared_bytes = mma_shared_bytes(v);
     return 1;
   }

@@ -1269,20 +1269,25 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
  * Prefill of the fast-path variants in f16 or bf16: flash attention with
  * mma.sync m16n8k16 (f32 accumulators) in the rotated basis.  Grid: one
  * block per (row tile of TQ_MROWS query rows, kv head, sequence), the
- * heaviest row tiles (longest causal context) first; 128 threads, four
- * warps of 32 rows (two m tiles each), one context split, and the block
- * rotates its output back and writes it: no workspace, no reduce kernel.
+ * heaviest row tiles (longest causal context) first; 256 threads, eight
+ * warps of 32 rows (two m tiles each), one block an SM (255 registers,
+ * about 154 KB of dynamic shared memory at head_dim 128), one context
+ * split, and the block rotates its output back and writes it: no
+ * workspace, no reduce kernel.
  *
  * The context goes by in tiles of TQ_MTOK tokens.  The whole block expands
  * each tile once from its packed slots into shared f16/bf16 centroids (K
- * and V tiles of [token][channel]) that all four warps read with
- * ldmatrix, so an expansion serves 128 rows.  The slots themselves arrive
- * by cp.async half a tile ahead, and each tile takes two barriers:
- *   A: copy keys of tile t+1; expand values of t;  S = Q K^T (tile t)
- *   B: copy values of t+1;   expand keys of t+1;   softmax, O += P V (t)
- * so every phase overlaps one expansion with one product.  The key scale
- * multiplies the f32 scores, the value scale the probabilities; the
- * tiles hold plain centroids.
+ * and V tiles of [token][channel]) that all eight warps read with
+ * ldmatrix, so an expansion serves 256 rows.  Tiles and slots are double
+ * buffered, so a tile takes one barrier: while it computes tile t, the
+ * block copies the slots of t+2 (cp.async) and expands t+1, each warp
+ * placing its expansion units between its own mma of t (keys among the
+ * k steps of S = Q K^T, values among those of O += P V), which gives every
+ * warp independent ALU work for the tensor pipe's latency.  The key scale
+ * multiplies the f32 scores, the value scale the probabilities; the tiles
+ * hold plain centroids.  (Four warps a block, two blocks an SM, one buffer
+ * and two barriers a tile measured 0.664 ms for the 4K prompt on an H100,
+ * latency-bound: 5.2 cycles a warp between issues at 8 warps an SM.)
  *
  * Expansion needs no table in shared memory: the codebook's f16 high and
  * low bytes sit in eight registers, and one prmt looks up four 3-bit
@@ -1303,26 +1308,29 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
  * bench/RESULTS.md.) */
 #define TQ_MMA (TQ_FAST && TQ_DTYPE != TQ_DTYPE_F32)
 #if TQ_MMA
-#define TQ_MROWS 128 /* query rows of a block: 32 a warp */
-#define TQ_MTOK 64   /* cache tokens of a tile */
+#define TQ_MWARPS 8 /* warps of a block, 32 query rows each */
+#define TQ_MTHREADS (32 * TQ_MWARPS)
+#define TQ_MROWS (32 * TQ_MWARPS) /* query rows of a block */
+#define TQ_MTOK 64 /* cache tokens of a tile */
 #define TQ_MLD (TQ_D + 8) /* halves per shared row: +16 bytes keeps ldmatrix rows on distinct banks */
 #define TQ_MKB (TQ_D / 16) /* k steps of QK^T over the head dimension */
 #define TQ_MNT (TQ_MTOK / 8) /* n tiles of scores */
 #define TQ_MVT (TQ_D / 8)    /* n tiles of the output */
 #define TQ_MUNITS (TQ_MTOK * TQ_D / 8) /* 8-channel runs of a tile */
-#define TQ_MSTAGE 16 /* tokens a warp copies per tile */
+#define TQ_MSTAGE (TQ_MTOK / TQ_MWARPS) /* tokens a warp copies per tile */
 #define TQ_LOG2E 1.4426950408889634f
 
 /* Dynamic shared memory; backends/cuda_plan.c (mma_shared_bytes) mirrors
  * this layout, and the kernel traps if it got less. */
 struct tq_mma_smem {
   tq_u16 q[TQ_MROWS][TQ_MLD]; /* rotated, scaled rows */
-  tq_u16 k[TQ_MTOK][TQ_MLD];  /* key centroids of a tile */
-  tq_u16 v[TQ_MTOK][TQ_MLD];  /* value centroids */
-  tq_u32 sk[TQ_MTOK * TQ_KSW]; /* packed key slots, a tile ahead */
-  tq_u32 sv[TQ_MTOK * TQ_VSW]; /* packed value slots */
-  float ksc[2][TQ_MTOK]; /* key scales of the tile computed and the next */
-  float vsc[TQ_MTOK];
+  struct {
+    tq_u16 k[TQ_MTOK][TQ_MLD]; /* key centroids of a tile */
+    tq_u16 v[TQ_MTOK][TQ_MLD]; /* value centroids */
+  } kv[2];                     /* the tile computed and the next */
+  tq_u32 sk[2][TQ_MTOK * TQ_KSW]; /* packed key slots, one and two tiles ahead */
+  tq_u32 sv[2][TQ_MTOK * TQ_VSW]; /* packed value slots */
+  float ksc[2][TQ_MTOK], vsc[2][TQ_MTOK];
   tq_u32 tab[2][8]; /* keys, values: high bytes of centroids 0-15, then low bytes */
 };
 
@@ -1430,34 +1438,47 @@ __device__ __forceinline__ uint4 tq_mma_lookup8(tq_u32 x, const tq_u32 *t) {
   return r;
 }
 
-/* Expands the packed slots of one tile (stage: TQ_MTOK slots of sw words,
- * indices from word idx) into dst, 8 channels a step, and copies the n
- * live tokens' scales to sc (0 past them: their slots are stale, and a
- * dead token's weight must stay a true 0). */
+/* Expanding a tile's packed slots (stage: TQ_MTOK slots of sw words,
+ * indices from word idx) into dst, 8 channels a unit: this thread's unit
+ * e of TQ_MUNITS / TQ_MTHREADS, given the codebook's table words t.  The
+ * prefill loop spreads the units over its mma loops. */
+#define TQ_MUPT (TQ_MUNITS / TQ_MTHREADS) /* units a thread expands per cache and tile */
+template <int bits>
+__device__ __forceinline__ void tq_mma_unit(const tq_u32 *stage, int sw, int idx, const tq_u32 *t,
+                                            tq_u16 (*dst)[TQ_MLD], int e) {
+  const int j = threadIdx.x % (TQ_D / 8);
+  const int tok = threadIdx.x / (TQ_D / 8) + e * (TQ_MTHREADS / (TQ_D / 8));
+  tq_u32 x;
+  if (bits == 4) {
+    x = stage[tok * sw + idx + j];
+  } else { /* 2-bit: half a word; spread its 8 indices to nibbles */
+    x = (stage[tok * sw + idx + j / 2] >> (16 * (j & 1))) & 0xFFFFu;
+    x = (x | (x << 8)) & 0x00FF00FFu;
+    x = (x | (x << 4)) & 0x0F0F0F0Fu;
+    x = (x | (x << 2)) & 0x33333333u;
+  }
+  *(uint4 *)&dst[tok][8 * j] = tq_mma_lookup8<bits>(x, t);
+}
+__device__ __forceinline__ void tq_mma_tab(const tq_u32 *tab, tq_u32 *t) {
+  *(uint4 *)&t[0] = *(const uint4 *)&tab[0];
+  *(uint4 *)&t[4] = *(const uint4 *)&tab[4];
+}
+/* The n live tokens' scales to sc (0 past them: their slots are stale, and
+ * a dead token's weight must stay a true 0). */
+__device__ __forceinline__ void tq_mma_scales(const tq_u32 *stage, int sw, int scale, int n, float *sc) {
+  if (threadIdx.x < TQ_MTOK)
+    sc[threadIdx.x] = (int)threadIdx.x < n ? __int_as_float((int)stage[threadIdx.x * sw + scale]) : 0.f;
+}
+/* The whole tile at once. */
 template <int bits>
 __device__ __forceinline__ void tq_mma_expand(const tq_u32 *stage, int sw, int idx, int scale,
                                               const tq_u32 *tab, int n, tq_u16 (*dst)[TQ_MLD],
                                               float *sc) {
   tq_u32 t[8];
-  *(uint4 *)&t[0] = *(const uint4 *)&tab[0];
-  *(uint4 *)&t[4] = *(const uint4 *)&tab[4];
-  const int tok0 = threadIdx.x / (TQ_D / 8), j = threadIdx.x % (TQ_D / 8);
+  tq_mma_tab(tab, t);
 #pragma unroll
-  for (int e = 0; e < TQ_MUNITS / TQ_THREADS; e++) {
-    const int tok = tok0 + e * (TQ_THREADS / (TQ_D / 8));
-    tq_u32 x;
-    if (bits == 4) {
-      x = stage[tok * sw + idx + j];
-    } else { /* 2-bit: half a word; spread its 8 indices to nibbles */
-      x = (stage[tok * sw + idx + j / 2] >> (16 * (j & 1))) & 0xFFFFu;
-      x = (x | (x << 8)) & 0x00FF00FFu;
-      x = (x | (x << 4)) & 0x0F0F0F0Fu;
-      x = (x | (x << 2)) & 0x33333333u;
-    }
-    *(uint4 *)&dst[tok][8 * j] = tq_mma_lookup8<bits>(x, t);
-  }
-  if (threadIdx.x < TQ_MTOK)
-    sc[threadIdx.x] = (int)threadIdx.x < n ? __int_as_float((int)stage[threadIdx.x * sw + scale]) : 0.f;
+  for (int e = 0; e < TQ_MUPT; e++) tq_mma_unit<bits>(stage, sw, idx, t, dst, e);
+  tq_mma_scales(stage, sw, scale, n, sc);
 }
 
 /* Async copies to a shared-window address. */
@@ -1527,8 +1548,9 @@ __device__ __forceinline__ void tq_mma_hadamard(tq_u16 (*dst)[TQ_MLD]) {
   tq_u32 w[4];
   for (int k = 0; k < 4; k++) w[k] = one | ((neg >> (2 * k)) & 1u) << 15 | ((neg >> (2 * k + 1)) & 1u) << 31;
 #pragma unroll
-  for (int e = 0; e < TQ_D * TQ_D / 8 / TQ_THREADS; e++) {
-    const int i = i0 + e * (TQ_THREADS / (TQ_D / 8));
+  for (int e = 0; e < (TQ_D * TQ_D / 8 + TQ_MTHREADS - 1) / TQ_MTHREADS; e++) {
+    const int i = i0 + e * (TQ_MTHREADS / (TQ_D / 8));
+    if (i >= TQ_D) break;
     const tq_u32 flip = (tq_u32)(__popc(i & (8 * jb)) & 1) * 0x80008000u;
     *(uint4 *)&dst[i][8 * jb] = make_uint4(w[0] ^ flip, w[1] ^ flip, w[2] ^ flip, w[3] ^ flip);
   }
@@ -1579,26 +1601,31 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
   const int wr0 = r0 + 32 * warp; /* this warp's first row */
 
-  /* The context of the whole block, in tiles; start copying tile 0. */
+  /* The context of the whole block, in tiles; start copying tiles 0, 1. */
   const int kend = past + (min(r0 + TQ_MROWS, rows) - 1) / TQ_G + 1;
   const int ntiles = (kend + TQ_MTOK - 1) / TQ_MTOK;
   const tq_u8 *khead = tq_slot(a, a.k_cache, TQ_K_BYTES, b, h, 0);
   const tq_u8 *vhead = tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, 0);
-  const unsigned sk = tq_smem_addr(s.sk), sv = tq_smem_addr(s.sv);
-  tq_mma_stage<TQ_KSW>(a, a.k_cache, khead, b, h, 0, min(TQ_MTOK, kend), sk);
-  tq_mma_stage<TQ_VSW>(a, a.v_cache, vhead, b, h, 0, min(TQ_MTOK, kend), sv);
+  const unsigned sk = tq_smem_addr(s.sk[0]), sv = tq_smem_addr(s.sv[0]);
+  const unsigned skn = sizeof s.sk[0], svn = sizeof s.sv[0]; /* bytes of a stage */
+  for (int t = 0; t < 2 && t < ntiles; t++) {
+    tq_mma_stage<TQ_KSW>(a, a.k_cache, khead, b, h, t * TQ_MTOK, min(TQ_MTOK, kend - t * TQ_MTOK), sk + t * skn);
+    tq_mma_stage<TQ_VSW>(a, a.v_cache, vhead, b, h, t * TQ_MTOK, min(TQ_MTOK, kend - t * TQ_MTOK), sv + t * svn);
+  }
   if (tid == 0) tq_mma_table(tq_k_cb, TQ_KB, s.tab[0]);
   if (tid == 32) tq_mma_table(tq_v_cb, TQ_VB, s.tab[1]);
-  tq_mma_hadamard(s.k); /* M, over the key and value tiles until tile 0 */
+  tq_mma_hadamard(s.kv[0].k); /* M, over the first K/V tiles until tile 0 */
   tq_mma_load_q(a, s, b, h, wr0, rows);
 
   /* ldmatrix row addresses of this lane: q (A, m tile 0; +16 rows for 1),
    * keys (B of n tiles 2p, 2p+1 at one k step), values (B^T of n tiles
-   * 2p, 2p+1 at one k step).  Offsets below are in bytes.  M takes the
-   * keys' addressing for q M^T and the values' for O M. */
+   * 2p, 2p+1 at one k step), in tile buffer 0 (+ kvn for 1).  Offsets
+   * below are in bytes.  M takes the keys' addressing for q M^T and the
+   * values' for O M. */
   const unsigned qrow = tq_smem_addr(&s.q[32 * warp + (lane & 15)][(lane >> 4) * 8]);
-  const unsigned krow = tq_smem_addr(&s.k[(lane >> 4) * 8 + (lane & 7)][((lane >> 3) & 1) * 8]);
-  const unsigned vrow = tq_smem_addr(&s.v[lane & 15][(lane >> 4) * 8]);
+  const unsigned krow = tq_smem_addr(&s.kv[0].k[(lane >> 4) * 8 + (lane & 7)][((lane >> 3) & 1) * 8]);
+  const unsigned vrow = tq_smem_addr(&s.kv[0].v[lane & 15][(lane >> 4) * 8]);
+  const unsigned kvn = sizeof s.kv[0];
 
   tq_cp_wait_all();
   __syncthreads();
@@ -1653,52 +1680,68 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
     for (int nt = 0; nt < TQ_MVT; nt++) o[i][nt][0] = o[i][nt][1] = o[i][nt][2] = o[i][nt][3] = 0.f;
 
   __syncthreads(); /* M is read no more */
-  tq_mma_expand<TQ_KB>(s.sk, TQ_KSW, TQ_K_IDX / 4, TQ_K_SCALE / 4, s.tab[0], min(TQ_MTOK, kend),
-                       s.k, s.ksc[0]);
+  tq_mma_expand<TQ_KB>(s.sk[0], TQ_KSW, TQ_K_IDX / 4, TQ_K_SCALE / 4, s.tab[0], min(TQ_MTOK, kend),
+                       s.kv[0].k, s.ksc[0]);
+  tq_mma_expand<TQ_VB>(s.sv[0], TQ_VSW, TQ_V_IDX / 4, TQ_V_SCALE / 4, s.tab[1], min(TQ_MTOK, kend),
+                       s.kv[0].v, s.vsc[0]);
   __syncthreads();
 
+  /* Tile t: copy the slots of t + 2, expand t + 1 (whose slots landed
+   * before the last barrier) into the other tile buffer, compute t; one
+   * barrier. */
   for (int t = 0; t < ntiles; t++) {
-    const int t0 = t * TQ_MTOK, t1 = t0 + TQ_MTOK;
-    const bool more = t + 1 < ntiles, live = t0 < wmax;
-    /* ---- phase A ---- */
-    if (more) tq_mma_stage<TQ_KSW>(a, a.k_cache, khead, b, h, t1, min(TQ_MTOK, kend - t1), sk);
-    tq_mma_expand<TQ_VB>(s.sv, TQ_VSW, TQ_V_IDX / 4, TQ_V_SCALE / 4, s.tab[1], min(TQ_MTOK, kend - t0),
-                         s.v, s.vsc);
-    float sc[2][TQ_MNT][4]; /* written by the first k step */
+    const int t0 = t * TQ_MTOK, nb = (t + 1) & 1;
+    const bool live = t0 < wmax;
+    if (t + 2 < ntiles) {
+      const int t2 = t0 + 2 * TQ_MTOK;
+      tq_mma_stage<TQ_KSW>(a, a.k_cache, khead, b, h, t2, min(TQ_MTOK, kend - t2), sk + (t & 1) * skn);
+      tq_mma_stage<TQ_VSW>(a, a.v_cache, vhead, b, h, t2, min(TQ_MTOK, kend - t2), sv + (t & 1) * svn);
+    }
+    /* Tile t + 1 is expanded unit by unit between the mma of tile t, so
+     * a warp always has independent work for the tensor pipe's latency. */
+    const bool more = t + 1 < ntiles;
+    const tq_u32 *nsk = s.sk[nb], *nsv = s.sv[nb];
+    tq_u32 tab[8];
+    if (more) tq_mma_tab(s.tab[0], tab);
+    if (!live && more) {
+#pragma unroll
+      for (int e = 0; e < TQ_MUPT; e++) tq_mma_unit<TQ_KB>(nsk, TQ_KSW, TQ_K_IDX / 4, tab, s.kv[nb].k, e);
+      tq_mma_tab(s.tab[1], tab);
+#pragma unroll
+      for (int e = 0; e < TQ_MUPT; e++) tq_mma_unit<TQ_VB>(nsv, TQ_VSW, TQ_V_IDX / 4, tab, s.kv[nb].v, e);
+    }
     if (live) {
+      const unsigned kb0 = krow + (t & 1) * kvn, vb0 = vrow + (t & 1) * kvn;
+      /* S = Q K^T, with the next tile's key units (one every other k step) */
+      float sc[2][TQ_MNT][4];
 #pragma unroll
       for (int kb = 0; kb < TQ_MKB; kb++) {
+        if (more && kb % 2 == 0)
+          tq_mma_unit<TQ_KB>(nsk, TQ_KSW, TQ_K_IDX / 4, tab, s.kv[nb].k, kb / 2);
         tq_u32 qa[2][4];
         tq_ldm4(qa[0], qrow + 32 * kb);
         tq_ldm4(qa[1], qrow + 32 * (TQ_MLD + kb));
 #pragma unroll
         for (int np = 0; np < TQ_MNT / 2; np++) {
           tq_u32 kf[4];
-          tq_ldm4(kf, krow + 32 * (np * TQ_MLD + kb));
-          if (kb == 0) {
-            tq_mma0(sc[0][2 * np], qa[0], kf[0], kf[1]);
-            tq_mma0(sc[1][2 * np], qa[1], kf[0], kf[1]);
-            tq_mma0(sc[0][2 * np + 1], qa[0], kf[2], kf[3]);
-            tq_mma0(sc[1][2 * np + 1], qa[1], kf[2], kf[3]);
-          } else {
-            tq_mma(sc[0][2 * np], qa[0], kf[0], kf[1]);
-            tq_mma(sc[1][2 * np], qa[1], kf[0], kf[1]);
-            tq_mma(sc[0][2 * np + 1], qa[0], kf[2], kf[3]);
-            tq_mma(sc[1][2 * np + 1], qa[1], kf[2], kf[3]);
+          tq_ldm4(kf, kb0 + 32 * (np * TQ_MLD + kb));
+#pragma unroll
+          for (int i = 0; i < 2; i++) {
+            if (kb == 0) {
+              tq_mma0(sc[i][2 * np], qa[i], kf[0], kf[1]);
+              tq_mma0(sc[i][2 * np + 1], qa[i], kf[2], kf[3]);
+            } else {
+              tq_mma(sc[i][2 * np], qa[i], kf[0], kf[1]);
+              tq_mma(sc[i][2 * np + 1], qa[i], kf[2], kf[3]);
+            }
           }
         }
       }
-    }
-    tq_cp_wait_all();
-    __syncthreads();
-
-    /* ---- phase B ---- */
-    if (more) tq_mma_stage<TQ_VSW>(a, a.v_cache, vhead, b, h, t1, min(TQ_MTOK, kend - t1), sv);
-    if (live) {
+      if (more) tq_mma_tab(s.tab[1], tab);
       /* Key scales, the causal mask where the tile reaches past a row's
        * context (row wr0 + 16 i + 8 e + g holds sc[i][.][2 e ..]), online
        * softmax in base 2 (a row lives on a lane quad). */
-      const float *ks = s.ksc[t & 1];
+      const float *ks = s.ksc[t & 1], *vs = s.vsc[t & 1];
 #pragma unroll
       for (int nt = 0; nt < TQ_MNT; nt++) {
         const float2 k2 = *(const float2 *)&ks[nt * 8 + 2 * c];
@@ -1707,7 +1750,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
 #pragma unroll
           for (int e = 0; e < 4; e++) sc[i][nt][e] *= e & 1 ? k2.y : k2.x;
       }
-      if (t1 > wmin) {
+      if (t0 + TQ_MTOK > wmin) {
 #pragma unroll
         for (int i = 0; i < 2; i++)
 #pragma unroll
@@ -1759,11 +1802,13 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
        * scales) becomes the A fragment as the scores are consumed. */
 #pragma unroll
       for (int kk = 0; kk < TQ_MTOK / 16; kk++) {
+        if (more && kk % (TQ_MTOK / 16 / TQ_MUPT) == 0) /* the next tile's value units */
+          tq_mma_unit<TQ_VB>(nsv, TQ_VSW, TQ_V_IDX / 4, tab, s.kv[nb].v, kk / (TQ_MTOK / 16 / TQ_MUPT));
         tq_u32 pa[2][4];
 #pragma unroll
         for (int h2 = 0; h2 < 2; h2++) {
           const int nt = 2 * kk + h2;
-          const float2 v2 = *(const float2 *)&s.vsc[nt * 8 + 2 * c];
+          const float2 v2 = *(const float2 *)&vs[nt * 8 + 2 * c];
 #pragma unroll
           for (int i = 0; i < 2; i++) {
             float p[4];
@@ -1780,7 +1825,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
 #pragma unroll
         for (int np = 0; np < TQ_MVT / 2; np++) {
           tq_u32 vf[4];
-          tq_ldm4t(vf, vrow + 32 * (kk * TQ_MLD + np));
+          tq_ldm4t(vf, vb0 + 32 * (kk * TQ_MLD + np));
           tq_mma(o[0][2 * np], pa[0], vf[0], vf[1]);
           tq_mma(o[1][2 * np], pa[1], vf[0], vf[1]);
           tq_mma(o[0][2 * np + 1], pa[0], vf[2], vf[3]);
@@ -1788,18 +1833,19 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
         }
       }
     }
-    /* After the product, when the scores' registers are free again. */
-    if (more)
-      tq_mma_expand<TQ_KB>(s.sk, TQ_KSW, TQ_K_IDX / 4, TQ_K_SCALE / 4, s.tab[0],
-                           min(TQ_MTOK, kend - t1), s.k, s.ksc[(t + 1) & 1]);
+    if (more) {
+      const int n1 = min(TQ_MTOK, kend - t0 - TQ_MTOK);
+      tq_mma_scales(nsk, TQ_KSW, TQ_K_SCALE / 4, n1, s.ksc[nb]);
+      tq_mma_scales(nsv, TQ_VSW, TQ_V_SCALE / 4, n1, s.vsc[nb]);
+    }
     tq_cp_wait_all();
     __syncthreads();
   }
 
   /* Out: (O / l) R = (O / l) M / sqrt(d) on tensor cores (O / l rounded
    * to halves as the A fragment, like P), written in the original basis. */
-  tq_mma_hadamard(s.k);
-  const unsigned mrow = tq_smem_addr(&s.k[lane & 15][(lane >> 4) * 8]);
+  tq_mma_hadamard(s.kv[0].k);
+  const unsigned mrow = tq_smem_addr(&s.kv[0].k[lane & 15][(lane >> 4) * 8]);
   __syncthreads();
   float f[2][2]; /* 1 / l of this lane's rows */
 #pragma unroll
@@ -1881,7 +1927,12 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
 #endif
 extern "C" __global__ void __launch_bounds__(TQ_THREADS, TQ_DECODE_BLOCKS)
 {{SYM}}_decode(const tq_kargs a) { TQ_ATTEND(a); }
-extern "C" __global__ void __launch_bounds__(TQ_THREADS)
+#if TQ_MMA
+#define TQ_PREFILL_THREADS TQ_MTHREADS
+#else
+#define TQ_PREFILL_THREADS TQ_THREADS
+#endif
+extern "C" __global__ void __launch_bounds__(TQ_PREFILL_THREADS)
 {{SYM}}_prefill(const tq_kargs a) {
 #if TQ_MMA
   tq_prefill_mma(a);
