@@ -1271,23 +1271,27 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
  * block per (row tile of TQ_MROWS query rows, kv head, sequence), the
  * heaviest row tiles (longest causal context) first; 256 threads, eight
  * warps of 32 rows (two m tiles each), one block an SM (255 registers,
- * about 154 KB of dynamic shared memory at head_dim 128), one context
+ * about 189 KB of dynamic shared memory at head_dim 128), one context
  * split, and the block rotates its output back and writes it: no
  * workspace, no reduce kernel.
  *
  * The context goes by in tiles of TQ_MTOK tokens.  The whole block expands
  * each tile once from its packed slots into shared f16/bf16 centroids (K
  * and V tiles of [token][channel]) that all eight warps read with
- * ldmatrix, so an expansion serves 256 rows.  Tiles and slots are double
- * buffered, so a tile takes one barrier: while it computes tile t, the
- * block copies the slots of t+2 (cp.async) and expands t+1, each warp
- * placing its expansion units between its own mma of t (keys among the
- * k steps of S = Q K^T, values among those of O += P V), which gives every
- * warp independent ALU work for the tensor pipe's latency.  The key scale
- * multiplies the f32 scores, the value scale the probabilities; the tiles
- * hold plain centroids.  (Four warps a block, two blocks an SM, one buffer
- * and two barriers a tile measured 0.664 ms for the 4K prompt on an H100,
- * latency-bound: 5.2 cycles a warp between issues at 8 warps an SM.)
+ * ldmatrix, so an expansion serves 256 rows.  With three tile buffers and
+ * two slot buffers a tile takes one barrier: while the warps compute, the
+ * block copies the slots of the tile after next (cp.async) and expands
+ * the next one, each warp placing its expansion units between its own mma
+ * (keys among the k steps of S = Q K^T, values among those of O += P V)
+ * for independent ALU work under the tensor pipe's latency.  Warps 0-3
+ * compute a tile as QK then softmax and PV; warps 4-7 run a step behind
+ * (softmax and PV of the previous tile, then QK of this one), so on each
+ * scheduler one warp's softmax meets the other's tensor work.  The key
+ * scale multiplies the f32 scores, the value scale the probabilities; the
+ * tiles hold plain centroids.  (Four warps a block, two blocks an SM, one
+ * buffer and two barriers a tile measured 0.664 ms for the 4K prompt on
+ * an H100, latency-bound: 5.2 cycles a warp between issues at 8 warps an
+ * SM.)
  *
  * Expansion needs no table in shared memory: the codebook's f16 high and
  * low bytes sit in eight registers, and one prmt looks up four 3-bit
@@ -1327,10 +1331,10 @@ struct tq_mma_smem {
   struct {
     tq_u16 k[TQ_MTOK][TQ_MLD]; /* key centroids of a tile */
     tq_u16 v[TQ_MTOK][TQ_MLD]; /* value centroids */
-  } kv[2];                     /* the tile computed and the next */
+  } kv[3];                     /* tiles it - 1, it (computed) and it + 1 (expanded) */
   tq_u32 sk[2][TQ_MTOK * TQ_KSW]; /* packed key slots, one and two tiles ahead */
   tq_u32 sv[2][TQ_MTOK * TQ_VSW]; /* packed value slots */
-  float ksc[2][TQ_MTOK], vsc[2][TQ_MTOK];
+  float ksc[3][TQ_MTOK], vsc[3][TQ_MTOK];
   tq_u32 tab[2][8]; /* keys, values: high bytes of centroids 0-15, then low bytes */
 };
 
@@ -1686,155 +1690,182 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
                        s.kv[0].v, s.vsc[0]);
   __syncthreads();
 
-  /* Tile t: copy the slots of t + 2, expand t + 1 (whose slots landed
-   * before the last barrier) into the other tile buffer, compute t; one
-   * barrier. */
-  for (int t = 0; t < ntiles; t++) {
-    const int t0 = t * TQ_MTOK, nb = (t + 1) & 1;
-    const bool live = t0 < wmax;
-    if (t + 2 < ntiles) {
-      const int t2 = t0 + 2 * TQ_MTOK;
-      tq_mma_stage<TQ_KSW>(a, a.k_cache, khead, b, h, t2, min(TQ_MTOK, kend - t2), sk + (t & 1) * skn);
-      tq_mma_stage<TQ_VSW>(a, a.v_cache, vhead, b, h, t2, min(TQ_MTOK, kend - t2), sv + (t & 1) * svn);
+  /* Interval it, one barrier each: the block copies the slots of tile
+   * it + 2 and expands it + 1 into a free tile buffer (of three), and the
+   * warps compute in two steps, QK (S = Q K^T of a tile, times the key
+   * scales, masked) and PV (softmax, O += P V).  Warps 0-3 take QK(it)
+   * then PV(it); warps 4-7, a step behind, PV(it - 1) then QK(it), keeping
+   * S across the barrier.  Warps w and w + 4 share a scheduler, so one's
+   * softmax runs beside the other's tensor work.  A warp puts its units of
+   * tile it + 1 between its own mma (keys in QK, values in PV), or after
+   * them when it has none. */
+  const bool lag = warp >= TQ_MWARPS / 2;
+  float sc[2][TQ_MNT][4];
+  for (int it = 0; it <= ntiles; it++) {
+    if (it + 2 < ntiles) {
+      const int t2 = (it + 2) * TQ_MTOK;
+      tq_mma_stage<TQ_KSW>(a, a.k_cache, khead, b, h, t2, min(TQ_MTOK, kend - t2), sk + (it & 1) * skn);
+      tq_mma_stage<TQ_VSW>(a, a.v_cache, vhead, b, h, t2, min(TQ_MTOK, kend - t2), sv + (it & 1) * svn);
     }
-    /* Tile t + 1 is expanded unit by unit between the mma of tile t, so
-     * a warp always has independent work for the tensor pipe's latency. */
-    const bool more = t + 1 < ntiles;
-    const tq_u32 *nsk = s.sk[nb], *nsv = s.sv[nb];
-    tq_u32 tab[8];
-    if (more) tq_mma_tab(s.tab[0], tab);
-    if (!live && more) {
+    const bool more = it + 1 < ntiles;
+    const int nb = (it + 1) % 3;
+    const tq_u32 *nsk = s.sk[(it + 1) & 1], *nsv = s.sv[(it + 1) & 1];
+    bool kdone = !more, vdone = !more;
+#pragma unroll 1
+    for (int ph = 0; ph < 2; ph++) {
+      if ((ph == 0) != lag) {
+        /* QK of tile it, with the next tile's key units (one every other
+         * k step) */
+        const int t = it, t0 = t * TQ_MTOK;
+        if (t < ntiles && t0 < wmax) {
+          tq_u32 tab[8];
+          if (more) tq_mma_tab(s.tab[0], tab);
+          const unsigned kb0 = krow + (t % 3) * kvn;
 #pragma unroll
-      for (int e = 0; e < TQ_MUPT; e++) tq_mma_unit<TQ_KB>(nsk, TQ_KSW, TQ_K_IDX / 4, tab, s.kv[nb].k, e);
+          for (int kb = 0; kb < TQ_MKB; kb++) {
+            if (more && kb % 2 == 0)
+              tq_mma_unit<TQ_KB>(nsk, TQ_KSW, TQ_K_IDX / 4, tab, s.kv[nb].k, kb / 2);
+            tq_u32 qa[2][4];
+            tq_ldm4(qa[0], qrow + 32 * kb);
+            tq_ldm4(qa[1], qrow + 32 * (TQ_MLD + kb));
+#pragma unroll
+            for (int np = 0; np < TQ_MNT / 2; np++) {
+              tq_u32 kf[4];
+              tq_ldm4(kf, kb0 + 32 * (np * TQ_MLD + kb));
+#pragma unroll
+              for (int i = 0; i < 2; i++) {
+                if (kb == 0) {
+                  tq_mma0(sc[i][2 * np], qa[i], kf[0], kf[1]);
+                  tq_mma0(sc[i][2 * np + 1], qa[i], kf[2], kf[3]);
+                } else {
+                  tq_mma(sc[i][2 * np], qa[i], kf[0], kf[1]);
+                  tq_mma(sc[i][2 * np + 1], qa[i], kf[2], kf[3]);
+                }
+              }
+            }
+          }
+          kdone = true;
+          /* Key scales, and the causal mask where the tile reaches past
+           * a row's context (row wr0 + 16 i + 8 e + g holds
+           * sc[i][.][2 e ..]). */
+          const float *ks = s.ksc[t % 3];
+#pragma unroll
+          for (int nt = 0; nt < TQ_MNT; nt++) {
+            const float2 k2 = *(const float2 *)&ks[nt * 8 + 2 * c];
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+              for (int e = 0; e < 4; e++) sc[i][nt][e] *= e & 1 ? k2.y : k2.x;
+          }
+          if (t0 + TQ_MTOK > wmin) {
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+              for (int e = 0; e < 2; e++) {
+                const int row = wr0 + 16 * i + 8 * e + g;
+                const int lim = (row < rows ? past + row / TQ_G + 1 : 0) - t0 - 2 * c;
+#pragma unroll
+                for (int nt = 0; nt < TQ_MNT; nt++)
+#pragma unroll
+                  for (int k = 0; k < 2; k++)
+                    if (nt * 8 + k >= lim) sc[i][nt][2 * e + k] = -TQ_INF;
+              }
+          }
+        }
+      } else {
+        /* PV of tile it (warps 0-3) or it - 1 (4-7): online softmax in
+         * base 2 (a row lives on a lane quad), then O += P V a k step at
+         * a time with the next tile's value units, P (times the value
+         * scales) becoming the A fragment as the scores are consumed. */
+        const int t = lag ? it - 1 : it;
+        if (t >= 0 && t < ntiles && t * TQ_MTOK < wmax) {
+          float mx[2][2];
+          mx[0][0] = mx[0][1] = mx[1][0] = mx[1][1] = -TQ_INF;
+#pragma unroll
+          for (int nt = 0; nt < TQ_MNT; nt++)
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+              for (int e = 0; e < 4; e++) mx[i][e >> 1] = fmaxf(mx[i][e >> 1], sc[i][nt][e]);
+          float mu[2][2], corr[2][2];
+          bool rescale = false;
+#pragma unroll
+          for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+              float x = mx[i][e];
+              x = fmaxf(x, __shfl_xor_sync(TQ_FULL, x, 1));
+              x = fmaxf(x, __shfl_xor_sync(TQ_FULL, x, 2));
+              const float nm = fmaxf(m[i][e], x);
+              mu[i][e] = nm == -TQ_INF ? 0.f : nm; /* a row with nothing yet */
+              corr[i][e] = tq_ex2(m[i][e] - mu[i][e]);
+              rescale |= corr[i][e] != 1.f;
+              m[i][e] = nm;
+              l[i][e] *= corr[i][e];
+            }
+          if (__any_sync(TQ_FULL, rescale))
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+              for (int nt = 0; nt < TQ_MVT; nt++) {
+                o[i][nt][0] *= corr[i][0];
+                o[i][nt][1] *= corr[i][0];
+                o[i][nt][2] *= corr[i][1];
+                o[i][nt][3] *= corr[i][1];
+              }
+          tq_u32 tab[8];
+          if (more) tq_mma_tab(s.tab[1], tab);
+          const unsigned vb0 = vrow + (t % 3) * kvn;
+          const float *vs = s.vsc[t % 3];
+#pragma unroll
+          for (int kk = 0; kk < TQ_MTOK / 16; kk++) {
+            if (more && kk % (TQ_MTOK / 16 / TQ_MUPT) == 0)
+              tq_mma_unit<TQ_VB>(nsv, TQ_VSW, TQ_V_IDX / 4, tab, s.kv[nb].v, kk / (TQ_MTOK / 16 / TQ_MUPT));
+            tq_u32 pa[2][4];
+#pragma unroll
+            for (int h2 = 0; h2 < 2; h2++) {
+              const int nt = 2 * kk + h2;
+              const float2 v2 = *(const float2 *)&vs[nt * 8 + 2 * c];
+#pragma unroll
+              for (int i = 0; i < 2; i++) {
+                float p[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                  p[e] = tq_ex2(sc[i][nt][e] - mu[i][e >> 1]);
+                  l[i][e >> 1] += p[e];
+                  p[e] *= e & 1 ? v2.y : v2.x;
+                }
+                pa[i][2 * h2 + 0] = tq_pack2(p[0], p[1]);
+                pa[i][2 * h2 + 1] = tq_pack2(p[2], p[3]);
+              }
+            }
+#pragma unroll
+            for (int np = 0; np < TQ_MVT / 2; np++) {
+              tq_u32 vf[4];
+              tq_ldm4t(vf, vb0 + 32 * (kk * TQ_MLD + np));
+              tq_mma(o[0][2 * np], pa[0], vf[0], vf[1]);
+              tq_mma(o[1][2 * np], pa[1], vf[0], vf[1]);
+              tq_mma(o[0][2 * np + 1], pa[0], vf[2], vf[3]);
+              tq_mma(o[1][2 * np + 1], pa[1], vf[2], vf[3]);
+            }
+          }
+          vdone = true;
+        }
+      }
+    }
+    if (!kdone || !vdone) {
+      tq_u32 tab[8];
+      tq_mma_tab(s.tab[0], tab);
+      if (!kdone)
+#pragma unroll
+        for (int e = 0; e < TQ_MUPT; e++) tq_mma_unit<TQ_KB>(nsk, TQ_KSW, TQ_K_IDX / 4, tab, s.kv[nb].k, e);
       tq_mma_tab(s.tab[1], tab);
+      if (!vdone)
 #pragma unroll
-      for (int e = 0; e < TQ_MUPT; e++) tq_mma_unit<TQ_VB>(nsv, TQ_VSW, TQ_V_IDX / 4, tab, s.kv[nb].v, e);
-    }
-    if (live) {
-      const unsigned kb0 = krow + (t & 1) * kvn, vb0 = vrow + (t & 1) * kvn;
-      /* S = Q K^T, with the next tile's key units (one every other k step) */
-      float sc[2][TQ_MNT][4];
-#pragma unroll
-      for (int kb = 0; kb < TQ_MKB; kb++) {
-        if (more && kb % 2 == 0)
-          tq_mma_unit<TQ_KB>(nsk, TQ_KSW, TQ_K_IDX / 4, tab, s.kv[nb].k, kb / 2);
-        tq_u32 qa[2][4];
-        tq_ldm4(qa[0], qrow + 32 * kb);
-        tq_ldm4(qa[1], qrow + 32 * (TQ_MLD + kb));
-#pragma unroll
-        for (int np = 0; np < TQ_MNT / 2; np++) {
-          tq_u32 kf[4];
-          tq_ldm4(kf, kb0 + 32 * (np * TQ_MLD + kb));
-#pragma unroll
-          for (int i = 0; i < 2; i++) {
-            if (kb == 0) {
-              tq_mma0(sc[i][2 * np], qa[i], kf[0], kf[1]);
-              tq_mma0(sc[i][2 * np + 1], qa[i], kf[2], kf[3]);
-            } else {
-              tq_mma(sc[i][2 * np], qa[i], kf[0], kf[1]);
-              tq_mma(sc[i][2 * np + 1], qa[i], kf[2], kf[3]);
-            }
-          }
-        }
-      }
-      if (more) tq_mma_tab(s.tab[1], tab);
-      /* Key scales, the causal mask where the tile reaches past a row's
-       * context (row wr0 + 16 i + 8 e + g holds sc[i][.][2 e ..]), online
-       * softmax in base 2 (a row lives on a lane quad). */
-      const float *ks = s.ksc[t & 1], *vs = s.vsc[t & 1];
-#pragma unroll
-      for (int nt = 0; nt < TQ_MNT; nt++) {
-        const float2 k2 = *(const float2 *)&ks[nt * 8 + 2 * c];
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) sc[i][nt][e] *= e & 1 ? k2.y : k2.x;
-      }
-      if (t0 + TQ_MTOK > wmin) {
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-          for (int e = 0; e < 2; e++) {
-            const int row = wr0 + 16 * i + 8 * e + g;
-            const int lim = (row < rows ? past + row / TQ_G + 1 : 0) - t0 - 2 * c;
-#pragma unroll
-            for (int nt = 0; nt < TQ_MNT; nt++)
-#pragma unroll
-              for (int k = 0; k < 2; k++)
-                if (nt * 8 + k >= lim) sc[i][nt][2 * e + k] = -TQ_INF;
-          }
-      }
-      float mx[2][2];
-      mx[0][0] = mx[0][1] = mx[1][0] = mx[1][1] = -TQ_INF;
-#pragma unroll
-      for (int nt = 0; nt < TQ_MNT; nt++)
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) mx[i][e >> 1] = fmaxf(mx[i][e >> 1], sc[i][nt][e]);
-      float mu[2][2], corr[2][2];
-      bool rescale = false;
-#pragma unroll
-      for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-          float x = mx[i][e];
-          x = fmaxf(x, __shfl_xor_sync(TQ_FULL, x, 1));
-          x = fmaxf(x, __shfl_xor_sync(TQ_FULL, x, 2));
-          const float nm = fmaxf(m[i][e], x);
-          mu[i][e] = nm == -TQ_INF ? 0.f : nm; /* a row with nothing yet */
-          corr[i][e] = tq_ex2(m[i][e] - mu[i][e]);
-          rescale |= corr[i][e] != 1.f;
-          m[i][e] = nm;
-          l[i][e] *= corr[i][e];
-        }
-      if (__any_sync(TQ_FULL, rescale))
-#pragma unroll
-        for (int i = 0; i < 2; i++)
-#pragma unroll
-          for (int nt = 0; nt < TQ_MVT; nt++) {
-            o[i][nt][0] *= corr[i][0];
-            o[i][nt][1] *= corr[i][0];
-            o[i][nt][2] *= corr[i][1];
-            o[i][nt][3] *= corr[i][1];
-          }
-      /* O += P V, 16 tokens (a k step) at a time: P (times the value
-       * scales) becomes the A fragment as the scores are consumed. */
-#pragma unroll
-      for (int kk = 0; kk < TQ_MTOK / 16; kk++) {
-        if (more && kk % (TQ_MTOK / 16 / TQ_MUPT) == 0) /* the next tile's value units */
-          tq_mma_unit<TQ_VB>(nsv, TQ_VSW, TQ_V_IDX / 4, tab, s.kv[nb].v, kk / (TQ_MTOK / 16 / TQ_MUPT));
-        tq_u32 pa[2][4];
-#pragma unroll
-        for (int h2 = 0; h2 < 2; h2++) {
-          const int nt = 2 * kk + h2;
-          const float2 v2 = *(const float2 *)&vs[nt * 8 + 2 * c];
-#pragma unroll
-          for (int i = 0; i < 2; i++) {
-            float p[4];
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-              p[e] = tq_ex2(sc[i][nt][e] - mu[i][e >> 1]);
-              l[i][e >> 1] += p[e];
-              p[e] *= e & 1 ? v2.y : v2.x;
-            }
-            pa[i][2 * h2 + 0] = tq_pack2(p[0], p[1]);
-            pa[i][2 * h2 + 1] = tq_pack2(p[2], p[3]);
-          }
-        }
-#pragma unroll
-        for (int np = 0; np < TQ_MVT / 2; np++) {
-          tq_u32 vf[4];
-          tq_ldm4t(vf, vb0 + 32 * (kk * TQ_MLD + np));
-          tq_mma(o[0][2 * np], pa[0], vf[0], vf[1]);
-          tq_mma(o[1][2 * np], pa[1], vf[0], vf[1]);
-          tq_mma(o[0][2 * np + 1], pa[0], vf[2], vf[3]);
-          tq_mma(o[1][2 * np + 1], pa[1], vf[2], vf[3]);
-        }
-      }
+        for (int e = 0; e < TQ_MUPT; e++) tq_mma_unit<TQ_VB>(nsv, TQ_VSW, TQ_V_IDX / 4, tab, s.kv[nb].v, e);
     }
     if (more) {
-      const int n1 = min(TQ_MTOK, kend - t0 - TQ_MTOK);
+      const int n1 = min(TQ_MTOK, kend - (it + 1) * TQ_MTOK);
       tq_mma_scales(nsk, TQ_KSW, TQ_K_SCALE / 4, n1, s.ksc[nb]);
       tq_mma_scales(nsv, TQ_VSW, TQ_V_SCALE / 4, n1, s.vsc[nb]);
     }
