@@ -46,14 +46,14 @@ static int mma_prefill(const tq_variant *v, tq_op op) {
 
 /* sizeof(struct tq_mma_smem): q rows, three key and value tiles of halves
  * (rows padded by 8), two tiles of packed key and value slots, three
- * tiles' scales, the lookup tables. */
+ * tiles' scales, the lookup tables, two mbarriers. */
 static unsigned mma_shared_bytes(const tq_variant *v) {
   tq_slot_layout k, val;
   tqg_key_layout(v, &k);
   tqg_value_layout(v, &val);
   unsigned ld = 2u * (unsigned)(v->head_dim + 8);
   return (MMA_ROWS + 6 * MMA_TOKENS) * ld + 2 * MMA_TOKENS * (unsigned)(k.bytes + val.bytes) +
-         6 * MMA_TOKENS * 4 + 2 * 8 * 4;
+         6 * MMA_TOKENS * 4 + 2 * 8 * 4 + 2 * 8;
 }
 
 /* The template's TQ_EFAST: encode in registers, a vector on d / lane_ch

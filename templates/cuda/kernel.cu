@@ -1280,7 +1280,9 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
  * and V tiles of [token][channel]) that all eight warps read with
  * ldmatrix, so an expansion serves 256 rows.  With three tile buffers and
  * two slot buffers a tile takes one barrier: while the warps compute, the
- * block copies the slots of the tile after next (cp.async) and expands
+ * block copies the slots of the tile after next (sm_90: a few bulk copies
+ * issued by one warp, completion on an mbarrier; else, and for runs not
+ * on 16 bytes, every thread's cp.async) and expands
  * the next one, each warp placing its expansion units between its own mma
  * (keys among the k steps of S = Q K^T, values among those of O += P V)
  * for independent ALU work under the tensor pipe's latency.  Warps 0-3
@@ -1336,6 +1338,7 @@ struct tq_mma_smem {
   tq_u32 sv[2][TQ_MTOK * TQ_VSW]; /* packed value slots */
   float ksc[3][TQ_MTOK], vsc[3][TQ_MTOK];
   tq_u32 tab[2][8]; /* keys, values: high bytes of centroids 0-15, then low bytes */
+  unsigned long long bar[2]; /* sm_90: completion of the bulk copies into sk[i], sv[i] */
 };
 
 #if TQ_DTYPE == TQ_DTYPE_F16
@@ -1537,6 +1540,99 @@ __device__ __forceinline__ void tq_mma_stage(const tq_kargs &a, void *base, cons
   tq_cp_commit();
 }
 
+/* sm_90: a tile's slots by bulk copies (cp.async.bulk, completion counted
+ * on an mbarrier) instead of every thread's cp.async: a contiguous cache's
+ * tile is one run of slots, a paged cache's one run a page (or 32 tokens
+ * of pages of 96, 160, ...).  Runs must start and end on 16 bytes: the
+ * cache's base address decides for the whole launch, the tile's length
+ * for the last one, and tiles that fail take tq_mma_stage. */
+#if !TQ_PAGED
+#define TQ_MBULK TQ_MTOK
+#elif TQ_MTOK % TQ_BLOCK == 0
+#define TQ_MBULK TQ_BLOCK
+#else
+#define TQ_MBULK 32
+#endif
+#define TQ_MNRUN (TQ_MTOK / TQ_MBULK) /* runs of a tile, per cache */
+#if __CUDA_ARCH__ >= 900 && TQ_MBULK >= 8
+#define TQ_MTMA 1
+__device__ __forceinline__ void tq_mbar_init(unsigned bar) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void tq_mbar_expect(unsigned bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ bool tq_mbar_done(unsigned bar, unsigned parity) {
+  unsigned ok;
+  asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+               : "=r"(ok) : "r"(bar), "r"(parity) : "memory");
+  return ok != 0;
+}
+__device__ __forceinline__ void tq_bulk(unsigned dst, const void *src, unsigned bytes, unsigned bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+               ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+}
+__device__ __forceinline__ void tq_mbar_fence_init(void) {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+#else
+#define TQ_MTMA 0
+#endif
+
+/* Whether the runs of both caches start on 16 bytes (sm_90 bulk copies). */
+__device__ __forceinline__ bool tq_mma_bulk_aligned(const tq_kargs &a, const tq_u8 *khead, const tq_u8 *vhead) {
+#if TQ_PAGED
+  (void)khead, (void)vhead;
+  return ((((size_t)a.k_cache) | (size_t)a.v_cache) & 15u) == 0;
+#else
+  (void)a;
+  return ((((size_t)khead) | (size_t)vhead) & 15u) == 0;
+#endif
+}
+
+/* The slots of tokens t0 .. t0+n-1 of both caches to the stage buffers
+ * sk, sv; the tile's mbarrier (sm_90) gets one arrival either way. */
+__device__ __forceinline__ void tq_mma_stage2(const tq_kargs &a, const tq_u8 *khead, const tq_u8 *vhead,
+                                              int b, int h, int t0, int n, unsigned sk, unsigned sv,
+                                              unsigned bar, bool aligned) {
+#if TQ_MTMA
+  const int last = n - (n - 1) / TQ_MBULK * TQ_MBULK; /* slots of the last run */
+  if (aligned && (last * TQ_K_BYTES) % 16 == 0 && (last * TQ_V_BYTES) % 16 == 0) {
+    if (threadIdx.x < 32) {
+      const int lane = threadIdx.x, runs = (n + TQ_MBULK - 1) / TQ_MBULK;
+      if (lane == 0) tq_mbar_expect(bar, (unsigned)(n * (TQ_K_BYTES + TQ_V_BYTES)));
+      __syncwarp();
+      if (lane < 2 * runs) {
+        const int v = lane >= runs, r = lane - v * runs, m = min(TQ_MBULK, n - r * TQ_MBULK);
+        const int bytes = v ? TQ_V_BYTES : TQ_K_BYTES;
+#if TQ_PAGED
+        const tq_u8 *src = tq_slot(a, v ? a.v_cache : a.k_cache, bytes, b, h, t0 + r * TQ_MBULK);
+#else
+        const tq_u8 *src = (v ? vhead : khead) + (size_t)(t0 + r * TQ_MBULK) * bytes;
+#endif
+        tq_bulk((v ? sv : sk) + (unsigned)(r * TQ_MBULK * bytes), src, (unsigned)(m * bytes), bar);
+      }
+    }
+    return;
+  }
+  if (threadIdx.x == 0) tq_mbar_expect(bar, 0u);
+#else
+  (void)bar, (void)aligned;
+#endif
+  tq_mma_stage<TQ_KSW>(a, a.k_cache, khead, b, h, t0, n, sk);
+  tq_mma_stage<TQ_VSW>(a, a.v_cache, vhead, b, h, t0, n, sv);
+}
+/* Waits for the bulk copies of the tile whose mbarrier is bar, the
+ * (t / 2)-th use of that stage buffer. */
+__device__ __forceinline__ void tq_mma_stage_wait(unsigned bar, int t) {
+#if TQ_MTMA
+  while (!tq_mbar_done(bar, (unsigned)(t >> 1) & 1u)) {
+  }
+#else
+  (void)bar, (void)t;
+#endif
+}
+
 /* The main rotation times sqrt(d), M[i][j] = H[i][j] d_j (H the Sylvester
  * Hadamard matrix, d the signs: R = M / sqrt(d)), as halves of +-1 in
  * TQ_D rows of dst, built by the whole block.  A thread's 8-channel runs
@@ -1612,10 +1708,19 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
   const tq_u8 *vhead = tq_slot(a, a.v_cache, TQ_V_BYTES, b, h, 0);
   const unsigned sk = tq_smem_addr(s.sk[0]), sv = tq_smem_addr(s.sv[0]);
   const unsigned skn = sizeof s.sk[0], svn = sizeof s.sv[0]; /* bytes of a stage */
-  for (int t = 0; t < 2 && t < ntiles; t++) {
-    tq_mma_stage<TQ_KSW>(a, a.k_cache, khead, b, h, t * TQ_MTOK, min(TQ_MTOK, kend - t * TQ_MTOK), sk + t * skn);
-    tq_mma_stage<TQ_VSW>(a, a.v_cache, vhead, b, h, t * TQ_MTOK, min(TQ_MTOK, kend - t * TQ_MTOK), sv + t * svn);
+  const unsigned bar = tq_smem_addr(s.bar);
+#if TQ_MTMA
+  if (tid == 0) {
+    tq_mbar_init(bar);
+    tq_mbar_init(bar + 8);
+    tq_mbar_fence_init();
   }
+  __syncthreads();
+#endif
+  const bool aligned = tq_mma_bulk_aligned(a, khead, vhead);
+  for (int t = 0; t < 2 && t < ntiles; t++)
+    tq_mma_stage2(a, khead, vhead, b, h, t * TQ_MTOK, min(TQ_MTOK, kend - t * TQ_MTOK), sk + t * skn,
+                  sv + t * svn, bar + 8 * t, aligned);
   if (tid == 0) tq_mma_table(tq_k_cb, TQ_KB, s.tab[0]);
   if (tid == 32) tq_mma_table(tq_v_cb, TQ_VB, s.tab[1]);
   tq_mma_hadamard(s.kv[0].k); /* M, over the first K/V tiles until tile 0 */
@@ -1684,6 +1789,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
     for (int nt = 0; nt < TQ_MVT; nt++) o[i][nt][0] = o[i][nt][1] = o[i][nt][2] = o[i][nt][3] = 0.f;
 
   __syncthreads(); /* M is read no more */
+  tq_mma_stage_wait(bar, 0);
   tq_mma_expand<TQ_KB>(s.sk[0], TQ_KSW, TQ_K_IDX / 4, TQ_K_SCALE / 4, s.tab[0], min(TQ_MTOK, kend),
                        s.kv[0].k, s.ksc[0]);
   tq_mma_expand<TQ_VB>(s.sv[0], TQ_VSW, TQ_V_IDX / 4, TQ_V_SCALE / 4, s.tab[1], min(TQ_MTOK, kend),
@@ -1704,10 +1810,11 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
   for (int it = 0; it <= ntiles; it++) {
     if (it + 2 < ntiles) {
       const int t2 = (it + 2) * TQ_MTOK;
-      tq_mma_stage<TQ_KSW>(a, a.k_cache, khead, b, h, t2, min(TQ_MTOK, kend - t2), sk + (it & 1) * skn);
-      tq_mma_stage<TQ_VSW>(a, a.v_cache, vhead, b, h, t2, min(TQ_MTOK, kend - t2), sv + (it & 1) * svn);
+      tq_mma_stage2(a, khead, vhead, b, h, t2, min(TQ_MTOK, kend - t2), sk + (it & 1) * skn,
+                    sv + (it & 1) * svn, bar + 8 * (it & 1), aligned);
     }
     const bool more = it + 1 < ntiles;
+    if (more) tq_mma_stage_wait(bar + 8 * ((it + 1) & 1), it + 1);
     const int nb = (it + 1) % 3;
     const tq_u32 *nsk = s.sk[(it + 1) & 1], *nsv = s.sv[(it + 1) & 1];
     bool kdone = !more, vdone = !more;
@@ -1718,13 +1825,14 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
          * k step) */
         const int t = it, t0 = t * TQ_MTOK;
         if (t < ntiles && t0 < wmax) {
-          tq_u32 tab[8];
-          if (more) tq_mma_tab(s.tab[0], tab);
           const unsigned kb0 = krow + (t % 3) * kvn;
 #pragma unroll
           for (int kb = 0; kb < TQ_MKB; kb++) {
-            if (more && kb % 2 == 0)
+            if (more && kb % 2 == 0) {
+              tq_u32 tab[8];
+              tq_mma_tab(s.tab[0], tab);
               tq_mma_unit<TQ_KB>(nsk, TQ_KSW, TQ_K_IDX / 4, tab, s.kv[nb].k, kb / 2);
+            }
             tq_u32 qa[2][4];
             tq_ldm4(qa[0], qrow + 32 * kb);
             tq_ldm4(qa[1], qrow + 32 * (TQ_MLD + kb));
@@ -1813,14 +1921,15 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
                 o[i][nt][2] *= corr[i][1];
                 o[i][nt][3] *= corr[i][1];
               }
-          tq_u32 tab[8];
-          if (more) tq_mma_tab(s.tab[1], tab);
           const unsigned vb0 = vrow + (t % 3) * kvn;
           const float *vs = s.vsc[t % 3];
 #pragma unroll
           for (int kk = 0; kk < TQ_MTOK / 16; kk++) {
-            if (more && kk % (TQ_MTOK / 16 / TQ_MUPT) == 0)
+            if (more && kk % (TQ_MTOK / 16 / TQ_MUPT) == 0) {
+              tq_u32 tab[8];
+              tq_mma_tab(s.tab[1], tab);
               tq_mma_unit<TQ_VB>(nsv, TQ_VSW, TQ_V_IDX / 4, tab, s.kv[nb].v, kk / (TQ_MTOK / 16 / TQ_MUPT));
+            }
             tq_u32 pa[2][4];
 #pragma unroll
             for (int h2 = 0; h2 < 2; h2++) {
