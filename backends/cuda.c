@@ -825,7 +825,7 @@ static tq_status cuda_launch(void *state, void *module, tq_op op,
     return TQ_ERR_INVALID;
   }
   tq_cuda_step steps[TQ_CUDA_MAX_STEPS];
-  int n = tq_cuda_plan(&m->variant, op, a, steps);
+  int n = tq_cuda_plan(&m->variant, op, a, s->shared_optin, steps);
   if (n < 1 || n > TQ_CUDA_MAX_STEPS) {
     snprintf(err, errn, "no launch plan for batch %d, kv_heads %d, n_tokens %d",
              a->batch, a->kv_heads, a->n_tokens);

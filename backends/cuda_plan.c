@@ -44,16 +44,19 @@ static int mma_prefill(const tq_variant *v, tq_op op) {
   return op == TQ_OP_PREFILL && fast_path(v) && v->dtype != TQ_F32;
 }
 
-/* sizeof(struct tq_mma_smem): q rows, three key and value tiles of halves
- * (rows padded by 8), two tiles of packed key and value slots, three
- * tiles' scales, the lookup tables, two mbarriers. */
-static unsigned mma_shared_bytes(const tq_variant *v) {
+/* The template's struct tq_mma_smem: q rows of halves (padded by 8), two
+ * tiles of packed key and value slots, three tiles' scales, the lookup
+ * tables, two mbarriers, then three key and value tiles of halves, the
+ * third (the warps' ping-pong) only where the device allows it. */
+static unsigned mma_shared_bytes(const tq_variant *v, int shared_limit) {
   tq_slot_layout k, val;
   tqg_key_layout(v, &k);
   tqg_value_layout(v, &val);
-  unsigned ld = 2u * (unsigned)(v->head_dim + 8);
-  return (MMA_ROWS + 6 * MMA_TOKENS) * ld + 2 * MMA_TOKENS * (unsigned)(k.bytes + val.bytes) +
-         6 * MMA_TOKENS * 4 + 2 * 8 * 4 + 2 * 8;
+  unsigned ld = 2u * (unsigned)(v->head_dim + 8), tile = 2 * MMA_TOKENS * ld;
+  unsigned fixed = MMA_ROWS * ld + 2 * MMA_TOKENS * (unsigned)(k.bytes + val.bytes) +
+                   6 * MMA_TOKENS * 4 + 2 * 8 * 4 + 2 * 8;
+  unsigned three = fixed + 3 * tile;
+  return shared_limit <= 0 || three <= (unsigned)shared_limit ? three : fixed + 2 * tile;
 }
 
 /* The template's TQ_EFAST: encode in registers, a vector on d / lane_ch
@@ -82,7 +85,7 @@ static void set3(unsigned *d, unsigned x, unsigned y, unsigned z) {
   d[2] = z;
 }
 
-int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a,
+int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a, int shared_limit,
                  tq_cuda_step steps[TQ_CUDA_MAX_STEPS]) {
   if (a->batch < 1 || a->kv_heads < 1 || a->n_tokens < 1 || a->batch > 65535 ||
       a->kv_heads > 65535)
@@ -110,7 +113,7 @@ int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a,
     steps[0].entry = "prefill";
     set3(steps[0].grid, (unsigned)blocks, 1, 1);
     set3(steps[0].block, 32 * MMA_WARPS, 1, 1);
-    steps[0].shared_bytes = mma_shared_bytes(v);
+    steps[0].shared_bytes = mma_shared_bytes(v, shared_limit);
     return 1;
   }
   long y = (long)a->kv_heads * tiles;

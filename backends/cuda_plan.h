@@ -18,8 +18,10 @@ typedef struct tq_cuda_step {
 
 #define TQ_CUDA_MAX_STEPS 2
 
-/* Fills steps in order; returns how many (0 when args are unusable). */
-int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a,
+/* Fills steps in order; returns how many (0 when args are unusable).
+ * shared_limit: the most shared memory a block may opt into on the device
+ * (bytes; 0 when unknown), which the tensor-core prefill sizes itself by. */
+int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a, int shared_limit,
                  tq_cuda_step steps[TQ_CUDA_MAX_STEPS]);
 /* The decode/prefill split count the plan chose; the launch stores it in
  * tq_kargs.splits, where the kernels read it. */

@@ -1271,7 +1271,8 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
  * block per (row tile of TQ_MROWS query rows, kv head, sequence), the
  * heaviest row tiles (longest causal context) first; 256 threads, eight
  * warps of 32 rows (two m tiles each), one block an SM (255 registers,
- * about 189 KB of dynamic shared memory at head_dim 128), one context
+ * about 189 KB of dynamic shared memory at head_dim 128, 155 KB where the
+ * device allows less: no ping-pong below), one context
  * split, and the block rotates its output back and writes it: no
  * workspace, no reduce kernel.
  *
@@ -1327,18 +1328,21 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 #define TQ_LOG2E 1.4426950408889634f
 
 /* Dynamic shared memory; backends/cuda_plan.c (mma_shared_bytes) mirrors
- * this layout, and the kernel traps if it got less. */
+ * this layout.  The third tile buffer, last, is there only where the
+ * device allows it (the warps' ping-pong needs it); the kernel reads which
+ * from the size it got, and traps below two buffers. */
+struct tq_mma_tile {
+  tq_u16 k[TQ_MTOK][TQ_MLD]; /* key centroids of a tile */
+  tq_u16 v[TQ_MTOK][TQ_MLD]; /* value centroids */
+};
 struct tq_mma_smem {
-  tq_u16 q[TQ_MROWS][TQ_MLD]; /* rotated, scaled rows */
-  struct {
-    tq_u16 k[TQ_MTOK][TQ_MLD]; /* key centroids of a tile */
-    tq_u16 v[TQ_MTOK][TQ_MLD]; /* value centroids */
-  } kv[3];                     /* tiles it - 1, it (computed) and it + 1 (expanded) */
+  tq_u16 q[TQ_MROWS][TQ_MLD];    /* rotated, scaled rows */
   tq_u32 sk[2][TQ_MTOK * TQ_KSW]; /* packed key slots, one and two tiles ahead */
   tq_u32 sv[2][TQ_MTOK * TQ_VSW]; /* packed value slots */
   float ksc[3][TQ_MTOK], vsc[3][TQ_MTOK];
   tq_u32 tab[2][8]; /* keys, values: high bytes of centroids 0-15, then low bytes */
   unsigned long long bar[2]; /* sm_90: completion of the bulk copies into sk[i], sv[i] */
+  tq_mma_tile kv[3]; /* tiles it - 1 (ping-pong only), it (computed), it + 1 (expanded) */
 };
 
 #if TQ_DTYPE == TQ_DTYPE_F16
@@ -1687,11 +1691,11 @@ __device__ __forceinline__ void tq_mma_load_q(const tq_kargs &a, tq_mma_smem &s,
 __device__ void tq_prefill_mma(const tq_kargs &a) {
   extern __shared__ __align__(16) unsigned char tq_dyn_smem[];
   tq_mma_smem &s = *(tq_mma_smem *)tq_dyn_smem;
-  {
-    unsigned got;
-    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(got));
-    if (got < sizeof(tq_mma_smem)) __trap(); /* the plan and this layout disagree */
-  }
+  unsigned got; /* bytes of shared memory: two or three tile buffers */
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(got));
+  if (got < sizeof(tq_mma_smem) - sizeof(tq_mma_tile)) __trap(); /* the plan and this layout disagree */
+  const bool pp = got >= sizeof(tq_mma_smem); /* ping-pong, three buffers */
+  const int nbuf = pp ? 3 : 2;
   /* Block i: row tile (heaviest first) and (sequence, kv head). */
   const int rows = a.n_tokens * TQ_G, tiles = (rows + TQ_MROWS - 1) / TQ_MROWS;
   const int heads = a.batch * a.kv_heads, bh = (int)(blockIdx.x % (unsigned)heads);
@@ -1734,7 +1738,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
   const unsigned qrow = tq_smem_addr(&s.q[32 * warp + (lane & 15)][(lane >> 4) * 8]);
   const unsigned krow = tq_smem_addr(&s.kv[0].k[(lane >> 4) * 8 + (lane & 7)][((lane >> 3) & 1) * 8]);
   const unsigned vrow = tq_smem_addr(&s.kv[0].v[lane & 15][(lane >> 4) * 8]);
-  const unsigned kvn = sizeof s.kv[0];
+  const unsigned kvn = sizeof(tq_mma_tile);
 
   tq_cp_wait_all();
   __syncthreads();
@@ -1797,15 +1801,16 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
   __syncthreads();
 
   /* Interval it, one barrier each: the block copies the slots of tile
-   * it + 2 and expands it + 1 into a free tile buffer (of three), and the
-   * warps compute in two steps, QK (S = Q K^T of a tile, times the key
-   * scales, masked) and PV (softmax, O += P V).  Warps 0-3 take QK(it)
-   * then PV(it); warps 4-7, a step behind, PV(it - 1) then QK(it), keeping
-   * S across the barrier.  Warps w and w + 4 share a scheduler, so one's
-   * softmax runs beside the other's tensor work.  A warp puts its units of
-   * tile it + 1 between its own mma (keys in QK, values in PV), or after
-   * them when it has none. */
-  const bool lag = warp >= TQ_MWARPS / 2;
+   * it + 2 and expands it + 1 into a free tile buffer, and the warps
+   * compute in two steps, QK (S = Q K^T of a tile, times the key scales,
+   * masked) and PV (softmax, O += P V).  Warps 0-3 take QK(it) then
+   * PV(it).  With three buffers (ping-pong), warps 4-7 run a step behind,
+   * PV(it - 1) then QK(it), keeping S across the barrier: warps w and w + 4
+   * share a scheduler, so one's softmax runs beside the other's tensor
+   * work; with two, they do as warps 0-3.  A warp puts its units of tile
+   * it + 1 between its own mma (keys in QK, values in PV), or after them
+   * when it has none. */
+  const bool lag = pp && warp >= TQ_MWARPS / 2;
   float sc[2][TQ_MNT][4];
   for (int it = 0; it <= ntiles; it++) {
     if (it + 2 < ntiles) {
@@ -1815,7 +1820,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
     }
     const bool more = it + 1 < ntiles;
     if (more) tq_mma_stage_wait(bar + 8 * ((it + 1) & 1), it + 1);
-    const int nb = (it + 1) % 3;
+    const int nb = (it + 1) % nbuf;
     const tq_u32 *nsk = s.sk[(it + 1) & 1], *nsv = s.sv[(it + 1) & 1];
     bool kdone = !more, vdone = !more;
 #pragma unroll 1
@@ -1825,7 +1830,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
          * k step) */
         const int t = it, t0 = t * TQ_MTOK;
         if (t < ntiles && t0 < wmax) {
-          const unsigned kb0 = krow + (t % 3) * kvn;
+          const unsigned kb0 = krow + (t % nbuf) * kvn;
 #pragma unroll
           for (int kb = 0; kb < TQ_MKB; kb++) {
             if (more && kb % 2 == 0) {
@@ -1856,7 +1861,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
           /* Key scales, and the causal mask where the tile reaches past
            * a row's context (row wr0 + 16 i + 8 e + g holds
            * sc[i][.][2 e ..]). */
-          const float *ks = s.ksc[t % 3];
+          const float *ks = s.ksc[t % nbuf];
 #pragma unroll
           for (int nt = 0; nt < TQ_MNT; nt++) {
             const float2 k2 = *(const float2 *)&ks[nt * 8 + 2 * c];
@@ -1921,8 +1926,8 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
                 o[i][nt][2] *= corr[i][1];
                 o[i][nt][3] *= corr[i][1];
               }
-          const unsigned vb0 = vrow + (t % 3) * kvn;
-          const float *vs = s.vsc[t % 3];
+          const unsigned vb0 = vrow + (t % nbuf) * kvn;
+          const float *vs = s.vsc[t % nbuf];
 #pragma unroll
           for (int kk = 0; kk < TQ_MTOK / 16; kk++) {
             if (more && kk % (TQ_MTOK / 16 / TQ_MUPT) == 0) {
