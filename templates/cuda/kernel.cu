@@ -1270,9 +1270,9 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
  * mma.sync m16n8k16 (f32 accumulators) in the rotated basis.  Grid: one
  * block per (row tile of TQ_MROWS query rows, kv head, sequence), the
  * heaviest row tiles (longest causal context) first; 256 threads, eight
- * warps of 32 rows (two m tiles each), one block an SM (255 registers,
- * about 189 KB of dynamic shared memory at head_dim 128, 155 KB where the
- * device allows less: no ping-pong below), one context
+ * warps of 32 rows (two m tiles each), one block an SM (255 registers;
+ * dynamic shared memory about 189 KB at head_dim 128, or 155 KB and no
+ * ping-pong, below, where a block may not have that much), one context
  * split, and the block rotates its output back and writes it: no
  * workspace, no reduce kernel.
  *
@@ -1283,8 +1283,8 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
  * two slot buffers a tile takes one barrier: while the warps compute, the
  * block copies the slots of the tile after next (sm_90: a few bulk copies
  * issued by one warp, completion on an mbarrier; else, and for runs not
- * on 16 bytes, every thread's cp.async) and expands
- * the next one, each warp placing its expansion units between its own mma
+ * on 16 bytes, every thread's cp.async) and expands the next one, each
+ * warp placing its expansion units between its own mma
  * (keys among the k steps of S = Q K^T, values among those of O += P V)
  * for independent ALU work under the tensor pipe's latency.  Warps 0-3
  * compute a tile as QK then softmax and PV; warps 4-7 run a step behind
