@@ -1393,6 +1393,38 @@ __device__ __forceinline__ void tq_ldm4t(tq_u32 *r, unsigned addr) {
                : "r"(addr) : "memory");
 }
 
+/* One k step of a warp's product over two 16-row m tiles, the A fragments
+ * a0 and a1 in registers: for each of np2 pairs of 8-column n tiles, the B
+ * fragments by ldmatrix from b + np * nstride (trans: stored k-major, as
+ * values and M are), then four mma into acc[i][2 np + half], accumulator
+ * pairs alternating so that back-to-back mma never share one.  first
+ * starts the sums.  Every product of the prefill is a loop of these: q M^T
+ * and Q K^T, P V and (O / l) M. */
+template <int np2, bool trans>
+__device__ __forceinline__ void tq_mma_kstep(float (&acc)[2][2 * np2][4], const tq_u32 *a0,
+                                             const tq_u32 *a1, unsigned b, unsigned nstride,
+                                             bool first) {
+#pragma unroll
+  for (int np = 0; np < np2; np++) {
+    tq_u32 f[4];
+    if (trans)
+      tq_ldm4t(f, b + np * nstride);
+    else
+      tq_ldm4(f, b + np * nstride);
+    if (first) {
+      tq_mma0(acc[0][2 * np], a0, f[0], f[1]);
+      tq_mma0(acc[1][2 * np], a1, f[0], f[1]);
+      tq_mma0(acc[0][2 * np + 1], a0, f[2], f[3]);
+      tq_mma0(acc[1][2 * np + 1], a1, f[2], f[3]);
+    } else {
+      tq_mma(acc[0][2 * np], a0, f[0], f[1]);
+      tq_mma(acc[1][2 * np], a1, f[0], f[1]);
+      tq_mma(acc[0][2 * np + 1], a0, f[2], f[3]);
+      tq_mma(acc[1][2 * np + 1], a1, f[2], f[3]);
+    }
+  }
+}
+
 /* prmt.b32: byte k of the result is byte s[4k+2:4k] of {b, a}, or, where
  * s[4k+3] is set, that byte's top bit replicated. */
 __device__ __forceinline__ tq_u32 tq_prmt(tq_u32 a, tq_u32 b, tq_u32 s) {
@@ -1750,21 +1782,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
       tq_u32 qa[2][4];
       tq_ldm4(qa[0], qrow + 32 * kb);
       tq_ldm4(qa[1], qrow + 32 * (TQ_MLD + kb));
-#pragma unroll
-      for (int np = 0; np < TQ_MVT / 2; np++) {
-        tq_u32 mf[4];
-        tq_ldm4(mf, krow + 32 * (np * TQ_MLD + kb));
-#pragma unroll
-        for (int i = 0; i < 2; i++) {
-          if (kb == 0) {
-            tq_mma0(y[i][2 * np], qa[i], mf[0], mf[1]);
-            tq_mma0(y[i][2 * np + 1], qa[i], mf[2], mf[3]);
-          } else {
-            tq_mma(y[i][2 * np], qa[i], mf[0], mf[1]);
-            tq_mma(y[i][2 * np + 1], qa[i], mf[2], mf[3]);
-          }
-        }
-      }
+      tq_mma_kstep<TQ_MVT / 2, false>(y, qa[0], qa[1], krow + 32 * kb, 32 * TQ_MLD, kb == 0);
     }
     const float scale = a.sm_scale * TQ_LOG2E * rsqrtf((float)TQ_D);
     __syncwarp(); /* every lane has read its q */
@@ -1841,21 +1859,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
             tq_u32 qa[2][4];
             tq_ldm4(qa[0], qrow + 32 * kb);
             tq_ldm4(qa[1], qrow + 32 * (TQ_MLD + kb));
-#pragma unroll
-            for (int np = 0; np < TQ_MNT / 2; np++) {
-              tq_u32 kf[4];
-              tq_ldm4(kf, kb0 + 32 * (np * TQ_MLD + kb));
-#pragma unroll
-              for (int i = 0; i < 2; i++) {
-                if (kb == 0) {
-                  tq_mma0(sc[i][2 * np], qa[i], kf[0], kf[1]);
-                  tq_mma0(sc[i][2 * np + 1], qa[i], kf[2], kf[3]);
-                } else {
-                  tq_mma(sc[i][2 * np], qa[i], kf[0], kf[1]);
-                  tq_mma(sc[i][2 * np + 1], qa[i], kf[2], kf[3]);
-                }
-              }
-            }
+            tq_mma_kstep<TQ_MNT / 2, false>(sc, qa[0], qa[1], kb0 + 32 * kb, 32 * TQ_MLD, kb == 0);
           }
           kdone = true;
           /* Key scales, and the causal mask where the tile reaches past
@@ -1953,15 +1957,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
                 pa[i][2 * h2 + 1] = tq_pack2(p[2], p[3]);
               }
             }
-#pragma unroll
-            for (int np = 0; np < TQ_MVT / 2; np++) {
-              tq_u32 vf[4];
-              tq_ldm4t(vf, vb0 + 32 * (kk * TQ_MLD + np));
-              tq_mma(o[0][2 * np], pa[0], vf[0], vf[1]);
-              tq_mma(o[1][2 * np], pa[1], vf[0], vf[1]);
-              tq_mma(o[0][2 * np + 1], pa[0], vf[2], vf[3]);
-              tq_mma(o[1][2 * np + 1], pa[1], vf[2], vf[3]);
-            }
+            tq_mma_kstep<TQ_MVT / 2, true>(o, pa[0], pa[1], vb0 + 32 * kk * TQ_MLD, 32, false);
           }
           vdone = true;
         }
@@ -2015,21 +2011,7 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
   float x[2][TQ_MVT][4];
 #pragma unroll
   for (int kk = 0; kk < TQ_MKB; kk++)
-#pragma unroll
-    for (int np = 0; np < TQ_MVT / 2; np++) {
-      tq_u32 mf[4];
-      tq_ldm4t(mf, mrow + 32 * (kk * TQ_MLD + np));
-#pragma unroll
-      for (int i = 0; i < 2; i++) {
-        if (kk == 0) {
-          tq_mma0(x[i][2 * np], oa[i][kk], mf[0], mf[1]);
-          tq_mma0(x[i][2 * np + 1], oa[i][kk], mf[2], mf[3]);
-        } else {
-          tq_mma(x[i][2 * np], oa[i][kk], mf[0], mf[1]);
-          tq_mma(x[i][2 * np + 1], oa[i][kk], mf[2], mf[3]);
-        }
-      }
-    }
+    tq_mma_kstep<TQ_MVT / 2, true>(x, oa[0][kk], oa[1][kk], mrow + 32 * kk * TQ_MLD, 32, kk == 0);
   const tq_u16 *perm = tq_perm(a, h);
   tq_act *out = (tq_act *)a.out;
   const bool pairs = !perm && ((size_t)out & 3u) == 0;
