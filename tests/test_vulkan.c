@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "fast_checks.h"
 #include "variants.h"
 #include "core.h"
 #include "emit.h"
@@ -180,20 +181,7 @@ static void fast_path(tq_backend *be) {
   CHECK(tqg_vk_fast(&v));
   char want[64];
   snprintf(want, sizeof want, "fast attend, subgroups of %d", sg);
-  for (int q = 1; q <= 8; q += 7) {
-    tq_verify_options o = {.batch = 2, .kv_heads = 2, .n_tokens = q};
-    o.context = quick ? 3000 : 20000;
-    tq_verify_result r;
-    double t0 = now();
-    tq_status st = tq_verify(be, &v, TQ_OP_DECODE, &o, &r);
-    CHECK(st == TQ_OK);
-    CHECK(st || r.passed);
-    if (sg) CHECK(!st && r.path && !strcmp(r.path, want));
-    printf("fast decode, context %d, q_len %d: rel_l2 %.3g (tolerance %.1g) "
-           "[%s], %.1f s\n",
-           o.context, q, st ? -1.0 : r.rel_l2, r.tolerance,
-           !st && r.path ? r.path : "?", now() - t0);
-  }
+  fast_check_decode(be, &v, sg ? want : NULL, quick ? 3000 : 20000);
   static const int shapes[][5] = {/* d, g, kb, vb, block */
                                   {64, 4, 2, 2, 8},
                                   {32, 8, 4, 2, 32},
@@ -215,22 +203,9 @@ static void fast_path(tq_backend *be) {
     if (sg) CHECK(k && tq_kernel_path(k) && !strcmp(tq_kernel_path(k), want));
   }
   /* Off by request: the attend stage with subgroups runs, and says so. */
-  char err[1024];
-  tq_backend *off;
-  setenv("TQ_VULKAN_FAST", "0", 1);
-  tq_status st = tq_open("vulkan", &off, err, sizeof err);
-  unsetenv("TQ_VULKAN_FAST");
-  CHECK(st == TQ_OK);
-  if (st) return;
+  tq_backend *off = fast_check_off("vulkan", "TQ_VULKAN_FAST", &v);
+  if (!off) return;
   CHECK(tq_vulkan_fast_sg(off) == 0);
-  tq_verify_options o = {.batch = 1, .kv_heads = 2, .n_tokens = 8,
-                         .context = 3000};
-  tq_verify_result r;
-  st = tq_verify(off, &v, TQ_OP_DECODE, &o, &r);
-  CHECK(st == TQ_OK && r.passed);
-  CHECK(!st && r.path && !strncmp(r.path, "fallback", 8));
-  printf("fast attend off: %s [%s]\n", !st && r.passed ? "pass" : "FAIL",
-         !st && r.path ? r.path : "?");
   tq_close(off);
 }
 

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "check.h"
+#include "fast_checks.h"
 #include "core.h"
 #include "emit.h"
 #include "spec.h"
@@ -225,20 +226,7 @@ static void fast_path(tq_backend *be) {
   int on = !strncmp(want, "fast attend, subgroups of ", 26);
   printf("fast attend entry: %s\n", on ? want : "NOT RUN on this device");
   if (!on) printf("  (%s)\n", want);
-  for (int q = 1; q <= 8; q += 7) {
-    tq_verify_options o = {
-        .batch = 2, .kv_heads = 2, .n_tokens = q, .context = 20000};
-    tq_verify_result r;
-    double t0 = now();
-    tq_status st = tq_verify(be, &v, TQ_OP_DECODE, &o, &r);
-    CHECK(st == TQ_OK && r.passed);
-    CHECK(!st && r.path && !strcmp(r.path, want));
-    printf(
-        "fast decode, context %d, q_len %d: rel_l2 %.3g (tolerance %.1g) "
-        "[%s], %.1f s\n",
-        o.context, q, st ? -1.0 : r.rel_l2, r.tolerance,
-        !st && r.path ? r.path : "?", now() - t0);
-  }
+  fast_check_decode(be, &v, want, 20000);
   static const int shapes[][7] = {
       /* d, g, kb, vb, block (0: contiguous), dtype, n_tokens */
       {64, 4, 2, 2, 8, TQ_F16, 1},   {32, 8, 4, 2, 32, TQ_F16, 3},
@@ -275,22 +263,8 @@ static void fast_path(tq_backend *be) {
     }
   }
   /* Off by request: the attend entry with subgroups runs, and says so. */
-  char err[1024];
-  tq_backend *off;
-  setenv("TQ_WGSL_FAST", "0", 1);
-  tq_status st = tq_open("wgsl", &off, err, sizeof err);
-  unsetenv("TQ_WGSL_FAST");
-  CHECK(st == TQ_OK);
-  if (st) return;
-  tq_verify_options o = {
-      .batch = 1, .kv_heads = 2, .n_tokens = 8, .context = 3000};
-  tq_verify_result r;
-  st = tq_verify(off, &v, TQ_OP_DECODE, &o, &r);
-  CHECK(st == TQ_OK && r.passed);
-  CHECK(!st && r.path && !strncmp(r.path, "fallback", 8));
-  printf("fast attend off: %s [%s]\n", !st && r.passed ? "pass" : "FAIL",
-         !st && r.path ? r.path : "?");
-  tq_close(off);
+  tq_backend *off = fast_check_off("wgsl", "TQ_WGSL_FAST", &v);
+  if (off) tq_close(off);
 }
 
 /* Bytes of one sequence of the widest buffer a launch binds by sequence:
