@@ -1294,7 +1294,8 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
  * tiles hold plain centroids.  (Four warps a block, two blocks an SM, one
  * buffer and two barriers a tile measured 0.664 ms for the 4K prompt on
  * an H100, latency-bound: 5.2 cycles a warp between issues at 8 warps an
- * SM.)
+ * SM.  This layout measures 0.625 ms, the ping-pong worth 2% of it; a warp
+ * still issues once every 6.1 cycles: bench/RESULTS.md.)
  *
  * Expansion needs no table in shared memory: the codebook's f16 high and
  * low bytes sit in eight registers, and one prmt looks up four 3-bit
