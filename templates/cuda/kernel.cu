@@ -1513,15 +1513,21 @@ __device__ __forceinline__ void tq_mma_scales(const tq_u32 *stage, int sw, int s
   if (threadIdx.x < TQ_MTOK)
     sc[threadIdx.x] = (int)threadIdx.x < n ? __int_as_float((int)stage[threadIdx.x * sw + scale]) : 0.f;
 }
-/* The whole tile at once. */
+/* All of this thread's units of a tile, the table words from tab. */
 template <int bits>
-__device__ __forceinline__ void tq_mma_expand(const tq_u32 *stage, int sw, int idx, int scale,
-                                              const tq_u32 *tab, int n, tq_u16 (*dst)[TQ_MLD],
-                                              float *sc) {
+__device__ __forceinline__ void tq_mma_units(const tq_u32 *stage, int sw, int idx, const tq_u32 *tab,
+                                             tq_u16 (*dst)[TQ_MLD]) {
   tq_u32 t[8];
   tq_mma_tab(tab, t);
 #pragma unroll
   for (int e = 0; e < TQ_MUPT; e++) tq_mma_unit<bits>(stage, sw, idx, t, dst, e);
+}
+/* The whole tile at once, scales included. */
+template <int bits>
+__device__ __forceinline__ void tq_mma_expand(const tq_u32 *stage, int sw, int idx, int scale,
+                                              const tq_u32 *tab, int n, tq_u16 (*dst)[TQ_MLD],
+                                              float *sc) {
+  tq_mma_units<bits>(stage, sw, idx, tab, dst);
   tq_mma_scales(stage, sw, scale, n, sc);
 }
 
@@ -1964,17 +1970,8 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
         }
       }
     }
-    if (!kdone || !vdone) {
-      tq_u32 tab[8];
-      tq_mma_tab(s.tab[0], tab);
-      if (!kdone)
-#pragma unroll
-        for (int e = 0; e < TQ_MUPT; e++) tq_mma_unit<TQ_KB>(nsk, TQ_KSW, TQ_K_IDX / 4, tab, s.kv[nb].k, e);
-      tq_mma_tab(s.tab[1], tab);
-      if (!vdone)
-#pragma unroll
-        for (int e = 0; e < TQ_MUPT; e++) tq_mma_unit<TQ_VB>(nsv, TQ_VSW, TQ_V_IDX / 4, tab, s.kv[nb].v, e);
-    }
+    if (!kdone) tq_mma_units<TQ_KB>(nsk, TQ_KSW, TQ_K_IDX / 4, s.tab[0], s.kv[nb].k);
+    if (!vdone) tq_mma_units<TQ_VB>(nsv, TQ_VSW, TQ_V_IDX / 4, s.tab[1], s.kv[nb].v);
     if (more) {
       const int n1 = min(TQ_MTOK, kend - (it + 1) * TQ_MTOK);
       tq_mma_scales(nsk, TQ_KSW, TQ_K_SCALE / 4, n1, s.ksc[nb]);
