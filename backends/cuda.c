@@ -34,6 +34,7 @@ typedef unsigned long long CUdeviceptr;
 #define CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR 75
 #define CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR 76
 #define CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN 97
+#define CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT 16
 #define CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES 1
 #define CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES 8
 /* Shared memory (static + dynamic) a block may use without opting in. */
@@ -65,6 +66,8 @@ typedef struct cu_api {
                            unsigned bx, unsigned by, unsigned bz,
                            unsigned shared, CUstream stream, void **params,
                            void **extra);
+  CUresult (*OccupancyMaxActiveBlocksPerMultiprocessor)(int *blocks, CUfunction fn,
+                                                         int threads, size_t shared);
   CUresult (*GetErrorName)(CUresult r, const char **s);   /* optional */
   CUresult (*GetErrorString)(CUresult r, const char **s); /* optional */
 } cu_api;
@@ -166,6 +169,8 @@ static const sym_spec cu_syms[] = {
     CU(MemcpyHtoD, 1, "cuMemcpyHtoD_v2"),
     CU(MemcpyDtoH, 1, "cuMemcpyDtoH_v2"),
     CU(LaunchKernel, 1, "cuLaunchKernel"),
+    CU(OccupancyMaxActiveBlocksPerMultiprocessor, 0,
+       "cuOccupancyMaxActiveBlocksPerMultiprocessor"),
     CU(GetErrorName, 0, "cuGetErrorName"),
     CU(GetErrorString, 0, "cuGetErrorString"),
 };
@@ -507,6 +512,7 @@ typedef struct cuda_state {
   CUcontext ctx;
   int major, minor;
   int shared_optin; /* most dynamic shared memory a block may opt into */
+  int sm_count;     /* multiprocessors; 0 when the driver would not say */
   char arch[24];    /* what compile targets: sm_XY, or compute_XY for the
                        driver to finish when NVRTC predates the device */
   char name[128];
@@ -522,6 +528,9 @@ typedef struct cuda_module {
    * take now: 48 KiB minus the static part until raised at a launch. */
   int static_shared[CUDA_MAX_ENTRIES];
   int max_dynamic[CUDA_MAX_ENTRIES];
+  /* Blocks of each kernel the device runs at once, as the context-split
+   * kernels are launched; 0 until asked (split_slots), -1 when unknown. */
+  int slots[CUDA_MAX_ENTRIES];
 } cuda_module;
 
 static int n_entries(void) {
@@ -586,6 +595,9 @@ static tq_status cuda_open(void **state, char *err, size_t errn) {
                  CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
                  s->dev) != CUDA_SUCCESS)
     s->shared_optin = CUDA_DEFAULT_SHARED_LIMIT;
+  if (!st && cu.DeviceGetAttribute(&s->sm_count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+                                   s->dev) != CUDA_SUCCESS)
+    s->sm_count = 0;
   if (!st &&
       cu.DeviceGetName(s->name, (int)sizeof s->name, s->dev) != CUDA_SUCCESS)
     snprintf(s->name, sizeof s->name, "CUDA device %d", ordinal);
@@ -805,18 +817,43 @@ static void *cuda_host_ptr(void *state, void *mem) {
   return NULL; /* device memory */
 }
 
+/* How many blocks of the kernel that splits op's context (decode, and
+ * prefill off the tensor-core path) the device runs at once: the plan
+ * sizes the split count by it, and the workspace with it.  Asked of the
+ * driver once per module and kernel; 0 (the plan's default) when the
+ * driver cannot say or op splits nothing. */
+static int split_slots(cuda_state *s, cuda_module *m, tq_op op, const tq_kargs *a) {
+  tq_cuda_step steps[TQ_CUDA_MAX_STEPS];
+  if (tq_cuda_plan(&m->variant, op, a, s->shared_optin, 0, steps) < 2) return 0;
+  int e = entry_index(steps[0].entry);
+  if (e < 0 || e >= m->n_fn || s->sm_count < 1 || !cu.OccupancyMaxActiveBlocksPerMultiprocessor)
+    return 0;
+  if (!m->slots[e]) {
+    int per_sm = 0;
+    char err[64];
+    const tq_cuda_step *t = &steps[0];
+    m->slots[e] = -1;
+    if (!bind_ctx(s, err, sizeof err) &&
+        cu.OccupancyMaxActiveBlocksPerMultiprocessor(
+            &per_sm, m->fn[e], (int)(t->block[0] * t->block[1] * t->block[2]),
+            t->shared_bytes) == CUDA_SUCCESS)
+      m->slots[e] = (per_sm > 0 ? per_sm : 1) * s->sm_count;
+  }
+  return m->slots[e] > 0 ? m->slots[e] : 0;
+}
+
 static size_t cuda_workspace(void *state, void *module, tq_op op,
                              const tq_kargs *a) {
-  (void)state;
   cuda_module *m = module;
-  return tq_cuda_workspace(&m->variant, op, a);
+  return tq_cuda_workspace(&m->variant, op, a, split_slots(state, m, op, a));
 }
 
 static tq_status cuda_launch(void *state, void *module, tq_op op,
                              const tq_kargs *a, char *err, size_t errn) {
   cuda_state *s = state;
   cuda_module *m = module;
-  size_t need = tq_cuda_workspace(&m->variant, op, a);
+  const int slots = split_slots(s, m, op, a);
+  size_t need = tq_cuda_workspace(&m->variant, op, a, slots);
   if (need > a->workspace_bytes || (need && !a->workspace)) {
     snprintf(err, errn,
              "needs %zu bytes of workspace, got %zu: pass a workspace buffer "
@@ -825,7 +862,7 @@ static tq_status cuda_launch(void *state, void *module, tq_op op,
     return TQ_ERR_INVALID;
   }
   tq_cuda_step steps[TQ_CUDA_MAX_STEPS];
-  int n = tq_cuda_plan(&m->variant, op, a, s->shared_optin, steps);
+  int n = tq_cuda_plan(&m->variant, op, a, s->shared_optin, slots, steps);
   if (n < 1 || n > TQ_CUDA_MAX_STEPS) {
     snprintf(err, errn, "no launch plan for batch %d, kv_heads %d, n_tokens %d",
              a->batch, a->kv_heads, a->n_tokens);
@@ -835,7 +872,7 @@ static tq_status cuda_launch(void *state, void *module, tq_op op,
   if (st) return st;
   /* The kernels read the plan's split count from their arguments. */
   tq_kargs args = *a;
-  args.splits = tq_cuda_splits(&m->variant, op, a);
+  args.splits = tq_cuda_splits(&m->variant, op, a, slots);
   for (int i = 0; i < n; i++) {
     const tq_cuda_step *t = &steps[i];
     int e = entry_index(t->entry);

@@ -7,9 +7,12 @@
 
 #define THREADS 128 /* TQ_THREADS */
 #define ROWS 4      /* TQ_RQ */
-#define TARGET_BLOCKS 2112 /* 16 blocks on each of an H100's 132 SMs */
+/* Blocks of the split kernel a device runs at once when the backend could
+ * not ask: an H100's 132 SMs, five decode blocks each. */
+#define DEFAULT_SLOTS 660
 #define MAX_SPLITS 64     /* the reduce kernel merges at most 64 */
 #define MIN_SLICE 64      /* tokens per split, at least */
+#define MAX_SLICE 8192    /* tokens per split, at most where the splits allow */
 
 const char *const tq_cuda_entries[] = {"encode", "decode", "prefill",
                                        "dequant", "reduce", NULL};
@@ -69,11 +72,22 @@ static int encode_fast(const tq_variant *v) {
          ch * v->value_bits % 32 == 0;
 }
 
-static int splits(const tq_variant *v, const tq_kargs *a) {
+/* Splits of the context: as many as fill the device's slots once, or more
+ * where that would leave a split over MAX_SLICE tokens.  A block's fixed
+ * costs (rotating its q rows, the first chunk's latency, writing partials)
+ * and a last wave that runs part-empty both fall as slices grow; at B = 8,
+ * 16K on an H100 one wave of 640 blocks measured 0.110 ms against 0.145 ms
+ * for 3.2 waves of 2112.  Past a few thousand tokens a slice, those costs
+ * are amortized and the slots one wave leaves empty weigh more: B = 32,
+ * 128K took 2.52 ms in 512 blocks against 2.33-2.35 ms in 4096-6144
+ * (bench/RESULTS.md). */
+static int splits(const tq_variant *v, const tq_kargs *a, int slots) {
   int rows = a->n_tokens * v->group, tiles = (rows + ROWS - 1) / ROWS;
   long base = (long)a->batch * a->kv_heads * tiles;
-  long s = (TARGET_BLOCKS + base - 1) / base;
+  long s = (slots > 0 ? slots : DEFAULT_SLOTS) / base;
+  long by_slice = (capacity(v, a) + MAX_SLICE - 1) / MAX_SLICE;
   long by_len = (capacity(v, a) + MIN_SLICE - 1) / MIN_SLICE;
+  if (s < by_slice) s = by_slice;
   if (s > by_len) s = by_len;
   if (s > MAX_SPLITS) s = MAX_SPLITS;
   return s < 1 ? 1 : (int)s;
@@ -86,7 +100,7 @@ static void set3(unsigned *d, unsigned x, unsigned y, unsigned z) {
 }
 
 int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a, int shared_limit,
-                 tq_cuda_step steps[TQ_CUDA_MAX_STEPS]) {
+                 int slots, tq_cuda_step steps[TQ_CUDA_MAX_STEPS]) {
   if (a->batch < 1 || a->kv_heads < 1 || a->n_tokens < 1 || a->batch > 65535 ||
       a->kv_heads > 65535)
     return 0;
@@ -120,7 +134,7 @@ int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a, int shared_li
   if (y > 65535) return 0;
   int groups = (THREADS / 32) * (32 / lanes_per_key(v));
   steps[0].entry = op == TQ_OP_DECODE ? "decode" : "prefill";
-  set3(steps[0].grid, (unsigned)splits(v, a), (unsigned)y, (unsigned)a->batch);
+  set3(steps[0].grid, (unsigned)splits(v, a, slots), (unsigned)y, (unsigned)a->batch);
   set3(steps[0].block, THREADS, 1, 1);
   steps[0].shared_bytes =
       fast_path(v) ? 0 : (unsigned)(sizeof(float) * groups * ROWS * v->head_dim /* TQ_VDIM */);
@@ -131,14 +145,14 @@ int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a, int shared_li
   return 2;
 }
 
-int tq_cuda_splits(const tq_variant *v, tq_op op, const tq_kargs *a) {
+int tq_cuda_splits(const tq_variant *v, tq_op op, const tq_kargs *a, int slots) {
   if (mma_prefill(v, op)) return 1;
-  return op == TQ_OP_DECODE || op == TQ_OP_PREFILL ? splits(v, a) : 0;
+  return op == TQ_OP_DECODE || op == TQ_OP_PREFILL ? splits(v, a, slots) : 0;
 }
 
-size_t tq_cuda_workspace(const tq_variant *v, tq_op op, const tq_kargs *a) {
+size_t tq_cuda_workspace(const tq_variant *v, tq_op op, const tq_kargs *a, int slots) {
   if ((op != TQ_OP_DECODE && op != TQ_OP_PREFILL) || mma_prefill(v, op)) return 0;
   size_t rows = (size_t)a->n_tokens * v->group;
-  return sizeof(float) * (size_t)a->batch * a->kv_heads * rows * tq_cuda_splits(v, op, a) *
+  return sizeof(float) * (size_t)a->batch * a->kv_heads * rows * tq_cuda_splits(v, op, a, slots) *
          (2 + v->head_dim /* TQ_VDIM */);
 }

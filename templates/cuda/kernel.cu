@@ -4,7 +4,7 @@
  * tables above this text and replaces {{SYM}} with the symbol prefix.  No
  * toolkit headers: NVRTC compiles this as it stands.  Every kernel takes the
  * launch arguments by value; backends/cuda_plan.c chooses grids and the
- * decode split count, which kernels read back from gridDim.
+ * decode split count, which kernels read from the arguments (splits).
  *
  * Decode and prefill: grid (splits, kv_heads * row tiles, batch), TQ_THREADS
  * threads.  A block owns one kv head, TQ_RQ query rows (token, q head) and
