@@ -35,6 +35,7 @@ typedef unsigned long long CUdeviceptr;
 #define CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR 76
 #define CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN 97
 #define CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT 16
+#define CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION 6
 #define CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES 1
 #define CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES 8
 /* Shared memory (static + dynamic) a block may use without opting in. */
@@ -42,6 +43,25 @@ typedef unsigned long long CUdeviceptr;
 /* cuMemAlloc refuses 0 bytes; an empty buffer still gets an address. */
 #define CUDA_MIN_ALLOC 256
 #define CUDA_MAX_ENTRIES 8
+
+/* cuLaunchKernelEx's configuration, as cuda.h lays it out. */
+typedef struct cu_launch_attribute {
+  int id;
+  char pad[4];
+  union {
+    char pad[64];
+    int programmatic_stream_serialization_allowed;
+  } value;
+} cu_launch_attribute;
+typedef struct cu_launch_config {
+  unsigned grid_x, grid_y, grid_z, block_x, block_y, block_z, shared_bytes;
+  CUstream stream;
+  cu_launch_attribute *attrs;
+  unsigned n_attrs;
+} cu_launch_config;
+_Static_assert(sizeof(cu_launch_attribute) == 72 && offsetof(cu_launch_config, attrs) == 40 &&
+                   sizeof(cu_launch_config) == 56,
+               "cuLaunchKernelEx's structures as cuda.h has them");
 
 typedef struct cu_api {
   CUresult (*Init)(unsigned flags);
@@ -66,6 +86,8 @@ typedef struct cu_api {
                            unsigned bx, unsigned by, unsigned bz,
                            unsigned shared, CUstream stream, void **params,
                            void **extra);
+  CUresult (*LaunchKernelEx)(const cu_launch_config *config, CUfunction fn, void **params,
+                             void **extra); /* optional (CUDA 12) */
   CUresult (*OccupancyMaxActiveBlocksPerMultiprocessor)(int *blocks, CUfunction fn,
                                                          int threads, size_t shared);
   CUresult (*GetErrorName)(CUresult r, const char **s);   /* optional */
@@ -169,6 +191,7 @@ static const sym_spec cu_syms[] = {
     CU(MemcpyHtoD, 1, "cuMemcpyHtoD_v2"),
     CU(MemcpyDtoH, 1, "cuMemcpyDtoH_v2"),
     CU(LaunchKernel, 1, "cuLaunchKernel"),
+    CU(LaunchKernelEx, 0, "cuLaunchKernelEx"),
     CU(OccupancyMaxActiveBlocksPerMultiprocessor, 0,
        "cuOccupancyMaxActiveBlocksPerMultiprocessor"),
     CU(GetErrorName, 0, "cuGetErrorName"),
@@ -903,9 +926,21 @@ static tq_status cuda_launch(void *state, void *module, tq_op op,
     }
     /* The one parameter, tq_kargs by value: the driver copies it at launch. */
     void *params[] = {&args};
-    CUresult r = cu.LaunchKernel(m->fn[e], t->grid[0], t->grid[1], t->grid[2],
-                                 t->block[0], t->block[1], t->block[2],
-                                 t->shared_bytes, NULL, params, NULL);
+    CUresult r;
+    if (i > 0 && s->major >= 9 && cu.LaunchKernelEx) {
+      /* A later step (the reduce) may launch while the one before ends:
+       * it waits for that grid's results itself (griddepcontrol). */
+      cu_launch_attribute overlap;
+      memset(&overlap, 0, sizeof overlap);
+      overlap.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+      overlap.value.programmatic_stream_serialization_allowed = 1;
+      cu_launch_config c = {t->grid[0], t->grid[1], t->grid[2], t->block[0], t->block[1],
+                            t->block[2], t->shared_bytes, NULL, &overlap, 1};
+      r = cu.LaunchKernelEx(&c, m->fn[e], params, NULL);
+    } else {
+      r = cu.LaunchKernel(m->fn[e], t->grid[0], t->grid[1], t->grid[2], t->block[0],
+                          t->block[1], t->block[2], t->shared_bytes, NULL, params, NULL);
+    }
     if (r != CUDA_SUCCESS) {
       char what[160];
       snprintf(what, sizeof what,

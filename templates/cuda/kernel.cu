@@ -758,6 +758,21 @@ __device__ void tq_attend(const tq_kargs &a) {
 }
 
 
+/* Programmatic dependent launch (sm_90): the decode lets its reduce start
+ * launching once every block is past its context loop, and the reduce
+ * waits for the decode's completion and memory before reading partials.
+ * Without the launch attribute (backends/cuda.c) both are no-ops. */
+__device__ __forceinline__ void tq_let_dependents_launch(void) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void tq_wait_prerequisites(void) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 /* ---- attention, fast path ---------------------------------------------
  * For the common variants (no outliers, no QJL, TurboQuant values, 2- or
  * 4-bit indices, head_dim 32, 64 or 128) every warp is an independent
@@ -1204,6 +1219,7 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
     buf ^= 1;
   }
 
+  tq_let_dependents_launch();
 #if TQ_DMMA
   /* Merge: the quad's partial sums, then the warps. */
   l += __shfl_xor_sync(TQ_FULL, l, 1);
@@ -2075,6 +2091,7 @@ extern "C" __global__ void {{SYM}}_reduce(const tq_kargs a) {
 #endif
   __shared__ float weight[64];
   __shared__ float total;
+  tq_wait_prerequisites();
   const int row = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int rows = a.n_tokens * TQ_G;
   const int splits = a.splits;
