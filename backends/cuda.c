@@ -551,9 +551,9 @@ typedef struct cuda_module {
    * take now: 48 KiB minus the static part until raised at a launch. */
   int static_shared[CUDA_MAX_ENTRIES];
   int max_dynamic[CUDA_MAX_ENTRIES];
-  /* Blocks of each kernel the device runs at once, as the context-split
-   * kernels are launched; 0 until asked (split_slots), -1 when unknown. */
-  int slots[CUDA_MAX_ENTRIES];
+  /* Blocks of each op's context-split kernel the device runs at once; 0
+   * until asked (split_slots), -1 when unknown or the op splits nothing. */
+  int slots[TQ_OP_COUNT];
 } cuda_module;
 
 static int n_entries(void) {
@@ -843,26 +843,28 @@ static void *cuda_host_ptr(void *state, void *mem) {
 /* How many blocks of the kernel that splits op's context (decode, and
  * prefill off the tensor-core path) the device runs at once: the plan
  * sizes the split count by it, and the workspace with it.  Asked of the
- * driver once per module and kernel; 0 (the plan's default) when the
+ * driver once per module and op (which kernel and block an op's first
+ * step uses depends on the variant alone); 0 (the plan's default) when the
  * driver cannot say or op splits nothing. */
 static int split_slots(cuda_state *s, cuda_module *m, tq_op op, const tq_kargs *a) {
-  tq_cuda_step steps[TQ_CUDA_MAX_STEPS];
-  if (tq_cuda_plan(&m->variant, op, a, s->shared_optin, 0, steps) < 2) return 0;
-  int e = entry_index(steps[0].entry);
-  if (e < 0 || e >= m->n_fn || s->sm_count < 1 || !cu.OccupancyMaxActiveBlocksPerMultiprocessor)
-    return 0;
-  if (!m->slots[e]) {
+  if ((unsigned)op >= TQ_OP_COUNT) return 0;
+  if (!m->slots[op]) {
+    tq_cuda_step steps[TQ_CUDA_MAX_STEPS];
+    const int n = tq_cuda_plan(&m->variant, op, a, s->shared_optin, 0, steps);
+    if (n < 1) return 0; /* unusable arguments: ask again with usable ones */
+    const int e = n < 2 ? -1 : entry_index(steps[0].entry);
+    const tq_cuda_step *t = &steps[0];
     int per_sm = 0;
     char err[64];
-    const tq_cuda_step *t = &steps[0];
-    m->slots[e] = -1;
-    if (!bind_ctx(s, err, sizeof err) &&
+    m->slots[op] = -1;
+    if (e >= 0 && e < m->n_fn && s->sm_count > 0 && cu.OccupancyMaxActiveBlocksPerMultiprocessor &&
+        !bind_ctx(s, err, sizeof err) &&
         cu.OccupancyMaxActiveBlocksPerMultiprocessor(
             &per_sm, m->fn[e], (int)(t->block[0] * t->block[1] * t->block[2]),
             t->shared_bytes) == CUDA_SUCCESS)
-      m->slots[e] = (per_sm > 0 ? per_sm : 1) * s->sm_count;
+      m->slots[op] = (per_sm > 0 ? per_sm : 1) * s->sm_count;
   }
-  return m->slots[e] > 0 ? m->slots[e] : 0;
+  return m->slots[op] > 0 ? m->slots[op] : 0;
 }
 
 static size_t cuda_workspace(void *state, void *module, tq_op op,

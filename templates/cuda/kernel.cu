@@ -758,10 +758,11 @@ __device__ void tq_attend(const tq_kargs &a) {
 }
 
 
-/* Programmatic dependent launch (sm_90): the decode lets its reduce start
- * launching once every block is past its context loop, and the reduce
- * waits for the decode's completion and memory before reading partials.
- * Without the launch attribute (backends/cuda.c) both are no-ops. */
+/* Programmatic dependent launch (sm_90): the fast decode lets its reduce
+ * start launching once every block is past its context loop (other
+ * decodes let it at their blocks' exit), and the reduce waits for the
+ * decode's completion and memory before reading partials.  Without the
+ * launch attribute (backends/cuda.c) both are no-ops. */
 __device__ __forceinline__ void tq_let_dependents_launch(void) {
 #if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
