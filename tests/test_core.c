@@ -92,6 +92,62 @@ static void test_lloyd_max(void) {
   CHECK(tqg_lloyd_max(9, &cb) == TQ_ERR_INVALID);
 }
 
+/* The cell grid finds every index the boundary search does, computed in f32
+ * the way the CUDA encode computes it, for x anywhere in the range; only x
+ * within float rounding of a boundary may land one cell over. */
+static void test_grid(void) {
+  static const double dims[] = {32, 64, 128, 256};
+  for (int b = 1; b <= 8; b++) {
+    tqg_codebook cb;
+    CHECK(tqg_lloyd_max(b, &cb) == TQ_OK);
+    for (int di = 0; di < 4; di++) {
+      double range = sqrt(dims[di]);
+      tqg_grid g;
+      int cells = tqg_codebook_grid(&cb, range, 256, &g);
+      CHECK(cells == g.cells);
+      if (b <= 4) CHECK(cells > 0); /* 4 bits: about 100 cells at d = 128 */
+      if (b == 8) CHECK(cells == 0);  /* 255 boundaries 0.01 apart: over the cap */
+      if (!cells) continue;
+      CHECK(cells <= 256);
+      CHECK(g.offset - g.scale * range >= 1.0); /* u >= 1: cell 0 unused */
+      int base[256];
+      float thr[256];
+      for (int c = 0; c < cells; c++) {
+        double t;
+        tqg_grid_cell(&cb, &g, c, &base[c], &t);
+        thr[c] = (float)t;
+        if (c) CHECK(base[c] >= base[c - 1] && base[c] <= base[c - 1] + 1);
+      }
+      CHECK(base[0] == 0 && base[cells - 1] == cb.levels - 1);
+      tqg_rng r;
+      tqg_rng_seed(&r, (uint64_t)(b * 10 + di));
+      int flips = 0;
+      for (int k = 0; k < 20000; k++) {
+        /* half spread over the range, half close around a boundary */
+        double x = k & 1 ? range * (2 * tqg_rng_uniform(&r) - 1)
+                         : cb.boundary[k / 2 % (cb.levels - 1)] + 1e-4 * tqg_rng_normal(&r);
+        if (fabs(x) > range) continue;
+        float u = fmaf((float)x, (float)g.scale, (float)g.offset);
+        int c = (int)lrintf(u);
+        CHECK(c >= 1 && c < cells);
+        if (c < 1 || c >= cells) continue;
+        int got = base[c] + (u >= thr[c]), want = tqg_codebook_index(&cb, x);
+        if (got == want) continue;
+        double near = 1e300;
+        for (int i = 0; i + 1 < cb.levels; i++)
+          if (fabs(x - cb.boundary[i]) < near) near = fabs(x - cb.boundary[i]);
+        CHECK(abs(got - want) == 1 && near < 1e-5 * range);
+        flips++;
+      }
+      CHECK(flips < 200); /* of 10000 draws within 1e-4 of a boundary */
+    }
+  }
+  tqg_codebook cb;
+  tqg_grid g;
+  CHECK(tqg_lloyd_max(4, &cb) == TQ_OK);
+  CHECK(tqg_codebook_grid(&cb, 11.3, 10, &g) == 0 && g.cells == 0); /* cap too small */
+}
+
 static void test_rotations(void) {
   static const int dims[] = {16, 32, 64, 80, 96, 112, 128, 192, 256, 5, 123};
   for (size_t k = 0; k < sizeof dims / sizeof *dims; k++) {
@@ -240,6 +296,7 @@ static void test_variants(void) {
 int main(void) {
   test_prng();
   test_lloyd_max();
+  test_grid();
   test_rotations();
   test_packing();
   test_half();

@@ -8,6 +8,7 @@
  * (plain Lloyd needs 62k steps at 8 bits); it stops once a Lloyd step moves
  * no centroid more than TQG_LLOYD_TOLERANCE.  exp and the normal CDF are computed here from
  * + - * / only so codebooks are bit-identical on every platform. */
+#include <math.h>
 #include <string.h>
 
 #include "core.h"
@@ -158,4 +159,57 @@ int tqg_codebook_index(const tqg_codebook *cb, double x) {
     if (x >= cb->boundary[mid]) lo = mid + 1; else hi = mid;
   }
   return lo;
+}
+
+/* Is the offset's placement of every boundary inside its own cell, clear of
+ * the edges by the margin? */
+static int grid_fits(const tqg_codebook *cb, double scale, double offset) {
+  long prev = -1;
+  for (int i = 0; i + 1 < cb->levels; i++) {
+    double u = cb->boundary[i] * scale + offset + 0.5; /* edges at integers */
+    long cell = (long)floor(u);
+    double in = u - (double)cell;
+    if (cell <= prev || in < TQG_GRID_MARGIN || in > 1.0 - TQG_GRID_MARGIN) return 0;
+    prev = cell;
+  }
+  return 1;
+}
+
+/* Cells narrower than the closest boundaries, widened 1% at a time from the
+ * narrowest that could fit, each width tried at 32 phases.  The offset keeps
+ * u >= 1 over the range, so cell 0 stays unused and u never goes negative;
+ * one cell of slack at the top absorbs rounding. */
+int tqg_codebook_grid(const tqg_codebook *cb, double range, int max_cells, tqg_grid *g) {
+  double gap = 1e300;
+  for (int i = 0; i + 2 < cb->levels; i++)
+    if (cb->boundary[i + 1] - cb->boundary[i] < gap) gap = cb->boundary[i + 1] - cb->boundary[i];
+  g->cells = 0;
+  g->scale = g->offset = 0;
+  if (range <= 0 || cb->levels < 2) return 0;
+  double scale = cb->levels > 2 ? (1.0 + 2 * TQG_GRID_MARGIN) / gap : 1.0;
+  for (;; scale *= 1.01) {
+    double lo = ceil(scale * range) + 1.0;
+    if ((int)floor(2 * lo + 3) > max_cells) return 0;
+    /* Kernels compute u in f32: the map is what f32 holds. */
+    scale = (double)(float)scale;
+    for (int ph = 0; ph < 32; ph++) {
+      double offset = (double)(float)(lo + ph / 32.0);
+      if (!grid_fits(cb, scale, offset)) continue;
+      g->scale = scale;
+      g->offset = offset;
+      g->cells = (int)floor(offset + scale * range + 0.5) + 2;
+      return g->cells;
+    }
+  }
+}
+
+void tqg_grid_cell(const tqg_codebook *cb, const tqg_grid *g, int c, int *base,
+                   double *threshold) {
+  *base = 0;
+  *threshold = c + 2.0;
+  for (int i = 0; i + 1 < cb->levels; i++) {
+    double u = cb->boundary[i] * g->scale + g->offset;
+    if (u < c - 0.5) (*base)++;
+    else if (u < c + 0.5) *threshold = u;
+  }
 }

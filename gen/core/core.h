@@ -41,6 +41,23 @@ tq_status tqg_lloyd_max(int bits, tqg_codebook *cb);
 /* Index of the nearest centroid: the number of boundaries <= x. */
 int tqg_codebook_index(const tqg_codebook *cb, double x);
 double tqg_normal_cdf(double x);
+/* A constant-time search for kernels: u = x scale + offset puts x in cell
+ * round(u) of [0, cells), and the grid is chosen so that every cell holds at
+ * most one boundary, none within TQG_GRID_MARGIN (in cells) of its edges.
+ * Then for |x| <= range the index is base + (u >= threshold) of x's cell,
+ * exact up to the rounding of u: a one-cell difference needs x within
+ * float rounding of a boundary. */
+#define TQG_GRID_MARGIN 0.05
+typedef struct tqg_grid {
+  int cells; /* 0: no grid fits in max_cells */
+  double scale, offset;
+} tqg_grid;
+/* The grid with the fewest cells that covers [-range, range]. */
+int tqg_codebook_grid(const tqg_codebook *cb, double range, int max_cells, tqg_grid *g);
+/* Cell c: the boundaries below its lower edge, and the one inside it in u
+ * units (c + 2, which no u of the cell reaches, when it holds none). */
+void tqg_grid_cell(const tqg_codebook *cb, const tqg_grid *g, int c, int *base,
+                   double *threshold);
 double tqg_normal_pdf(double x);
 
 /* ---- Rotations --------------------------------------------------------- */
