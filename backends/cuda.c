@@ -840,19 +840,18 @@ static void *cuda_host_ptr(void *state, void *mem) {
   return NULL; /* device memory */
 }
 
-/* How many blocks of the kernel that splits op's context (decode, and
- * prefill off the tensor-core path) the device runs at once: the plan
- * sizes the split count by it, and the workspace with it.  Asked of the
- * driver once per module and op (which kernel and block an op's first
- * step uses depends on the variant alone); 0 (the plan's default) when the
- * driver cannot say or op splits nothing. */
+/* How many blocks of op's first kernel the device runs at once: the plan
+ * sizes the decode's context splits (and with them the workspace) and the
+ * tensor-core encode's grid by it.  Asked of the driver once per module
+ * and op (which kernel and block an op's first step uses depends on the
+ * variant alone); 0 (the plan's default) when the driver cannot say. */
 static int split_slots(cuda_state *s, cuda_module *m, tq_op op, const tq_kargs *a) {
   if ((unsigned)op >= TQ_OP_COUNT) return 0;
   if (!m->slots[op]) {
     tq_cuda_step steps[TQ_CUDA_MAX_STEPS];
     const int n = tq_cuda_plan(&m->variant, op, a, s->shared_optin, 0, steps);
     if (n < 1) return 0; /* unusable arguments: ask again with usable ones */
-    const int e = n < 2 ? -1 : entry_index(steps[0].entry);
+    const int e = entry_index(steps[0].entry);
     const tq_cuda_step *t = &steps[0];
     int per_sm = 0;
     char err[64];

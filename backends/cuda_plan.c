@@ -10,6 +10,8 @@
 /* Blocks of the split kernel a device runs at once when the backend could
  * not ask: an H100's 132 SMs, five decode blocks each. */
 #define DEFAULT_SLOTS 660
+/* The same for the tensor-core encode: 132 SMs, four blocks each. */
+#define ENCODE_DEFAULT_SLOTS 528
 #define MAX_SPLITS 64     /* the reduce kernel merges at most 64 */
 #define MIN_SLICE 64      /* tokens per split, at least */
 #define MAX_SLICE 8192    /* tokens per split, at most where the splits allow */
@@ -62,14 +64,24 @@ static unsigned mma_shared_bytes(const tq_variant *v, int shared_limit) {
   return shared_limit <= 0 || three <= (unsigned)shared_limit ? three : fixed + 2 * tile;
 }
 
+/* The template's TQ_EMMA: encode on tensor cores, 16 vectors a warp, a
+ * lane's quarter vector (d/4 channels) filling whole index words. */
+#define ENCODE_WARP_VECTORS 16
+static int encode_mma(const tq_variant *v) {
+  int d = v->head_dim;
+  return v->outlier_count == 0 && !v->qjl && v->value_method == TQ_VALUE_TQ &&
+         v->dtype != TQ_F32 && (d == 32 || d == 64 || d == 128) &&
+         d / 4 * v->key_bits % 32 == 0 && d / 4 * v->value_bits % 32 == 0;
+}
+
 /* The template's TQ_EFAST: encode in registers, a vector on d / lane_ch
  * lanes of lane_ch channels, whose index bits fill whole words. */
 static int encode_lane_channels(int d) { return d < 256 ? 16 : 32; }
 static int encode_fast(const tq_variant *v) {
   int d = v->head_dim, ch = encode_lane_channels(d);
-  return v->outlier_count == 0 && !v->qjl && v->value_method == TQ_VALUE_TQ && d >= 32 &&
-         d <= 256 && (d & (d - 1)) == 0 && ch * v->key_bits % 32 == 0 &&
-         ch * v->value_bits % 32 == 0;
+  return !encode_mma(v) && v->outlier_count == 0 && !v->qjl &&
+         v->value_method == TQ_VALUE_TQ && d >= 32 && d <= 256 && (d & (d - 1)) == 0 &&
+         ch * v->key_bits % 32 == 0 && ch * v->value_bits % 32 == 0;
 }
 
 /* Splits of the context: as many as fill the device's slots once, or more
@@ -106,7 +118,15 @@ int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a, int shared_li
     return 0;
   if (op == TQ_OP_ENCODE || op == TQ_OP_DEQUANT) {
     steps[0].entry = op == TQ_OP_ENCODE ? "encode" : "dequant";
-    if (op == TQ_OP_ENCODE && encode_fast(v)) {
+    if (op == TQ_OP_ENCODE && encode_mma(v)) {
+      /* One wave: each warp takes groups of 16 vectors a grid apart. */
+      long per_block = THREADS / 32 * ENCODE_WARP_VECTORS;
+      long need = ((long)a->n_tokens * a->kv_heads + per_block - 1) / per_block;
+      long fill = (slots > 0 ? slots : ENCODE_DEFAULT_SLOTS) / (2L * a->batch);
+      if (fill < 1) fill = 1;
+      set3(steps[0].grid, (unsigned)(need < fill ? need : fill), 2, (unsigned)a->batch);
+      set3(steps[0].block, THREADS, 1, 1);
+    } else if (op == TQ_OP_ENCODE && encode_fast(v)) {
       long per_block = THREADS / (v->head_dim / encode_lane_channels(v->head_dim));
       long groups = ((long)a->n_tokens * a->kv_heads + per_block - 1) / per_block;
       if (groups > 0x7fffffffL) return 0;

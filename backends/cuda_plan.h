@@ -22,10 +22,9 @@ typedef struct tq_cuda_step {
 /* Fills steps in order; returns how many (0 when args are unusable).
  * shared_limit: the most shared memory a block may opt into on the device
  * (bytes; 0 when unknown), which the tensor-core prefill sizes itself by.
- * slots: how many blocks of the context-split kernel (step 0 of decode,
- * and of prefill where it splits) the device runs at once, SMs times
- * resident blocks (0 when unknown: an H100's figure); the split count
- * fills them once. */
+ * slots: how many blocks of step 0's kernel the device runs at once, SMs
+ * times resident blocks (0 when unknown: an H100's figure); the decode's
+ * split count fills them once, and so does the tensor-core encode's grid. */
 int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a, int shared_limit,
                  int slots, tq_cuda_step steps[TQ_CUDA_MAX_STEPS]);
 /* The decode/prefill split count the plan chose; the launch stores it in

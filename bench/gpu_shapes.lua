@@ -1,7 +1,8 @@
 -- gpu_shapes.lua - shapes and options the shipped specs leave out, for the
 -- GPU verify in bench/gpu.sh: head_dim 32, 80, 96 and 256 (non-powers of two
 -- take the dense rotation and the generic kernels), groups 1, 3 and 8, 2- to
--- 8-bit widths, raw f16 outliers, min-max values, norm correction, QJL, and
+-- 8-bit widths (8-bit keys at head_dim 32 take the tensor-core encode's
+-- boundary search, where no cell grid fits), raw f16 outliers, min-max values, norm correction, QJL, and
 -- pages of 8 tokens (a divisor of 32, the fast path's chunk) and 48 (neither
 -- a divisor nor a multiple: the generic kernel).  Every GPU backend verifies
 -- it (cuda, then vulkan and wgsl in their sections).
@@ -17,6 +18,7 @@ return family {
     quant { key_bits = 4, value_bits = 4 },
     quant { key_bits = 2, value_bits = 2 },
     quant { key_bits = 3, value_bits = 8, norm_correction = true },
+    quant { key_bits = 8, value_bits = 4 },
     quant { key_bits = 4, value_bits = 2, qjl = true, outliers = { count = 8, bits = 16 } },
     quant { key_bits = 4, value_bits = 4, value_method = "minmax", value_group = 16 },
   },

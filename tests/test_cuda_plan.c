@@ -1,8 +1,8 @@
 /* test_cuda_plan.c - the CUDA launch plan (backends/cuda_plan.c) as
  * arithmetic, no GPU: how decode splits the context over the device's
  * slots, the workspace that follows from it, the tensor-core prefill's
- * single split and shared memory under a device's limit, and refusal of
- * unusable arguments. */
+ * single split and shared memory under a device's limit, the encode's
+ * grids, and refusal of unusable arguments. */
 #include "check.h"
 #include "core.h"
 #include "cuda_plan.h"
@@ -96,10 +96,22 @@ int main(void) {
   f.dtype = TQ_F32;
   CHECK(tq_cuda_plan(&f, TQ_OP_PREFILL, &a, H100_SHARED, H100_SLOTS, st) == 2);
 
-  /* Encode: no splits, no workspace. */
-  CHECK(tq_cuda_plan(&v, TQ_OP_ENCODE, &a, H100_SHARED, H100_SLOTS, st) == 1);
+  /* Encode: no splits, no workspace.  On tensor cores (f16, d = 128) the
+   * grid fills the slots once, keys and values: 4096 tokens x 8 heads are
+   * 512 blocks' worth of 64 vectors, 264 of them fill 528 slots; a short
+   * append takes only the blocks it needs. */
+  CHECK(tq_cuda_plan(&v, TQ_OP_ENCODE, &a, H100_SHARED, 528, st) == 1);
+  CHECK(st[0].grid[0] == 264 && st[0].grid[1] == 2 && st[0].grid[2] == 1);
+  CHECK(st[0].block[0] == 128);
+  CHECK(tq_cuda_plan(&v, TQ_OP_ENCODE, &a, H100_SHARED, 0, st) == 1 && st[0].grid[0] == 264);
+  tq_kargs step = args(8, 8, 1, 4096);
+  CHECK(tq_cuda_plan(&v, TQ_OP_ENCODE, &step, H100_SHARED, 528, st) == 1);
+  CHECK(st[0].grid[0] == 1 && st[0].grid[2] == 8);
   CHECK(tq_cuda_splits(&v, TQ_OP_ENCODE, &a, H100_SLOTS) == 0);
   CHECK(tq_cuda_workspace(&v, TQ_OP_ENCODE, &a, H100_SLOTS) == 0);
+  /* f32 keeps the register path: a block per 16 vectors, all at once. */
+  CHECK(tq_cuda_plan(&f, TQ_OP_ENCODE, &a, H100_SHARED, 528, st) == 1);
+  CHECK(st[0].grid[0] == 4096 * 8 / 16 && st[0].grid[1] == 2);
 
   /* Unusable arguments: no plan. */
   tq_kargs bad = args(0, 8, 1, 16384);

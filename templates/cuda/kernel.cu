@@ -255,6 +255,32 @@ __device__ void tq_encode_outliers(tq_encode_smem &s, const tq_u16 *perm,
 #endif
 }
 
+/* ---- tensor-core primitives (f16 and bf16 variants) ------------------- */
+#if TQ_DTYPE == TQ_DTYPE_F16
+#define TQ_MMA_TYPE "f16"
+#define TQ_ONE_BITS 0x3c00u /* 1.0 as the activation's half */
+#elif TQ_DTYPE == TQ_DTYPE_BF16
+#define TQ_MMA_TYPE "bf16"
+#define TQ_ONE_BITS 0x3f80u
+#endif
+#if TQ_DTYPE != TQ_DTYPE_F32
+/* mma.sync m16n8k16 in the activation's half type, f32 accumulators:
+ * c += a b. */
+__device__ __forceinline__ void tq_mma(float *c, const tq_u32 *a, tq_u32 b0, tq_u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32." TQ_MMA_TYPE "." TQ_MMA_TYPE ".f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+/* c = a b: the first k step, without zeroing c first. */
+__device__ __forceinline__ void tq_mma0(float *c, const tq_u32 *a, tq_u32 b0, tq_u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32." TQ_MMA_TYPE "." TQ_MMA_TYPE ".f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
+}
+#endif
+
 /* ---- encode, fast path -------------------------------------------------
  * Variants with no outliers, no QJL and TurboQuant values over a power-of-
  * two head_dim whose per-lane index bits pack into whole words.  A vector
@@ -269,8 +295,24 @@ __device__ void tq_encode_outliers(tq_encode_smem &s, const tq_u16 *perm,
 #define TQ_EV (TQ_D / TQ_EL)              /* lanes of a vector */
 #define TQ_EVB (TQ_THREADS / TQ_EV)       /* vectors of a block */
 #define TQ_EPACK(bits) ((TQ_EL * (bits)) % 32 == 0) /* whole words a lane */
-#define TQ_EFAST (TQ_O == 0 && !TQ_QJL && !TQ_VMINMAX && TQ_D >= 32 && TQ_D <= 256 && \
-                  (TQ_D & (TQ_D - 1)) == 0 && TQ_EPACK(TQ_KB) && TQ_EPACK(TQ_VB))
+#define TQ_ETPACK(bits) ((TQ_D / 4 * (bits)) % 32 == 0) /* whole words a quarter vector */
+#define TQ_EMMA (TQ_O == 0 && !TQ_QJL && !TQ_VMINMAX && TQ_DTYPE != TQ_DTYPE_F32 && \
+                 (TQ_D == 32 || TQ_D == 64 || TQ_D == 128) && TQ_ETPACK(TQ_KB) && TQ_ETPACK(TQ_VB))
+#define TQ_EFAST (!TQ_EMMA && TQ_O == 0 && !TQ_QJL && !TQ_VMINMAX && TQ_D >= 32 && \
+                  TQ_D <= 256 && (TQ_D & (TQ_D - 1)) == 0 && TQ_EPACK(TQ_KB) && TQ_EPACK(TQ_VB))
+/* The index of v, the number of codebook boundaries at or below it, by a
+ * branch-free search over the boundaries in shared memory (a power of two
+ * at a time; lo counts bytes, so each probe is one load at a constant
+ * offset), and its centroid c. */
+template <int bits>
+__device__ __forceinline__ unsigned tq_search(float v, const float *bnd, const float *cb, float &c) {
+  unsigned lo = 0;
+  for (int half = 1 << (bits - 1); half; half >>= 1)
+    if (v >= *(const float *)((const char *)bnd + lo + 4 * (half - 1))) lo += 4 * half;
+  c = *(const float *)((const char *)cb + lo);
+  return lo >> 2;
+}
+
 #if TQ_EFAST
 struct tq_efast_smem {
   float sign[TQ_D];
@@ -335,15 +377,9 @@ __device__ __forceinline__ void tq_encode_vec(const tq_kargs &a, const tq_efast_
   for (int w = 0; w < words; w++) word[w] = 0u;
   float c2 = 0.f;
   for (int e = 0; e < TQ_EL; e++) {
-    const float v = x[e] * z;
-    /* Boundaries at or below v, found a power of two at a time; lo counts
-     * in bytes so each probe is one shared load at a constant offset. */
-    unsigned lo = 0;
-    for (int half = 1 << (bits - 1); half; half >>= 1)
-      if (v >= *(const float *)((const char *)s.bnd + lo + 4 * (half - 1))) lo += 4 * half;
-    const float c = *(const float *)((const char *)s.cb + lo);
+    float c;
+    const unsigned lo = tq_search<bits>(x[e] * z, s.bnd, s.cb, c);
     c2 = fmaf(c, c, c2);
-    lo >>= 2;
     const int k = e * bits / 32, sh = e * bits % 32; /* docs/FORMAT.md bit order */
     word[k] |= lo << sh;
     if (sh + bits > 32) word[k + 1] |= lo >> (32 - sh);
@@ -358,11 +394,217 @@ __device__ __forceinline__ void tq_encode_vec(const tq_kargs &a, const tq_efast_
 }
 #endif
 
-/* Fast path: grid (vector groups of TQ_EVB, keys | values, batch), TQ_THREADS
- * threads.  Otherwise grid (n_tokens, kv_heads, batch), one warp for one
- * token of one head (backends/cuda_plan.c). */
+/* ---- encode on tensor cores ---------------------------------------------
+ * f16 and bf16 variants of the fast path at head_dim 32, 64 or 128 whose
+ * quarter vectors (d/4 channels) pack into whole index words.  A warp
+ * encodes groups of 16 vectors, its mma rows, loading the next group
+ * into registers while one computes; lane (g, t) = (lane / 4, lane % 4)
+ * loads channels [t d/4, (t + 1) d/4) of vectors g and g + 8 (16-byte
+ * loads) and flips their signs by xor.  The Walsh-Hadamard transform
+ * H_d factors as H_16 within blocks of 16 mma k slots (an mma against
+ * constant +-1 B fragments per 8 outputs) times H_{d/16} across the
+ * blocks (butterflies within each lane's accumulators).  Taking a lane's
+ * contiguous channels as its A fragment permutes the bits of the channel
+ * index: channel t d/4 + 4 block + 2 s1 + s0 sits in k slot
+ * 16 block + 8 s1 + 2 t + s0.  H_d is unchanged when the same permutation
+ * of index bits acts on both sides, so the outputs come out under it too:
+ * accumulator (block, n tile, e) of lane t is channel
+ * t d/4 + 4 block + 2 ntile + e, the lane's own channels again, whose
+ * index words it stores whole.  Products of halves and +-1 are exact,
+ * sums f32, as in the butterflies.  The codebook search is the emitter's
+ * cell grid (TQ_K_GRID, gen/core/codebook.c): one 16-byte shared load and
+ * one comparison an index; widths whose grid would be too large search
+ * the boundaries.  Shuffles: four a vector, for its two norms. */
+#if TQ_EMMA
+#define TQ_ENB (TQ_D / 16) /* 16-channel blocks of a vector */
+#define TQ_EQW (TQ_D / 8)  /* words (half pairs) of a lane's quarter vector */
+#define TQ_EVW 16          /* vectors of a warp */
+#define TQ_ECELLS (TQ_K_GRID > TQ_V_GRID ? TQ_K_GRID : TQ_V_GRID)
+#define TQ_EMAGIC 0x4b400000u /* bits of 1.5 * 2^23: + it rounds to an integer */
+struct tq_emma_smem {
+  tq_u32 mask[4][TQ_EQW]; /* sign bits of each quarter's half pairs */
+  uint4 grid[TQ_ECELLS > 0 ? TQ_ECELLS : 1]; /* threshold, base, c^2 below, c^2 above */
+  float bnd[255], cb[256];                    /* for parts without a grid */
+};
+
+/* H_16's entries in rows k and k + 1 of column n as a half pair. */
+__device__ __forceinline__ tq_u32 tq_h16_pair(int k, int n) {
+  return (TQ_ONE_BITS | (tq_u32)(__popc(k & n) & 1) << 15) |
+         (TQ_ONE_BITS | (tq_u32)(__popc((k + 1) & n) & 1) << 15) << 16;
+}
+
+/* The quarter vectors of lane (g, t) in the 16 vectors from vec0 on, of
+ * sequence b: rows g and g + 8 of the mma's A, signs not yet flipped, so
+ * nothing waits on the loads until the mma uses them. */
+__device__ __forceinline__ void tq_encode_load(const tq_kargs &a, const tq_act *src, int b,
+                                               int vec0, tq_u32 (&w)[2][TQ_EQW]) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int n = a.n_tokens * a.kv_heads;
+  for (int r = 0; r < 2; r++) {
+    const int vec = vec0 + g + 8 * r;
+    const size_t at = ((size_t)b * n + vec) * TQ_D;
+    if (vec >= n) {
+      for (int k = 0; k < TQ_EQW; k++) w[r][k] = 0u;
+    } else if (a.channel_perm) {
+      const tq_u16 *perm = tq_perm(a, vec % a.kv_heads), *x = (const tq_u16 *)src + at;
+      for (int k = 0; k < TQ_EQW; k++) {
+        const int j = t * (TQ_D / 4) + 2 * k;
+        w[r][k] = x[perm[j]] | (tq_u32)x[perm[j + 1]] << 16;
+      }
+    } else {
+      const uint4 *p = (const uint4 *)(src + at + t * (TQ_D / 4));
+      for (int q = 0; q < TQ_EQW / 4; q++) {
+        const uint4 v = p[q];
+        w[r][4 * q] = v.x, w[r][4 * q + 1] = v.y, w[r][4 * q + 2] = v.z, w[r][4 * q + 3] = v.w;
+      }
+    }
+  }
+}
+
+/* Encodes one part (keys or values) of the 16 vectors from vec0 on, loaded
+ * into w, into the cache, flipping signs by the lane's masks; every lane
+ * takes part (the mma and the norm shuffles). */
+template <int bits, int cells>
+__device__ __forceinline__ void tq_encode_rows(const tq_kargs &a, const tq_emma_smem &s,
+                                               const tq_u32 (&w)[2][TQ_EQW],
+                                               const tq_u32 (&mask)[TQ_EQW], void *cache,
+                                               int bytes, int idx_off, int scale_off,
+                                               float gscale, float goffset, int b, int vec0) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int n = a.n_tokens * a.kv_heads;
+  tq_u32 hb[4];
+  for (int nt = 0; nt < 2; nt++) {
+    hb[2 * nt] = tq_h16_pair(2 * t, g + 8 * nt);
+    hb[2 * nt + 1] = tq_h16_pair(2 * t + 8, g + 8 * nt);
+  }
+  float acc[TQ_ENB][2][4]; /* [block][n tile]: rows g (0, 1) and g + 8 (2, 3) */
+  for (int blk = 0; blk < TQ_ENB; blk++) {
+    const tq_u32 m0 = mask[2 * blk], m1 = mask[2 * blk + 1];
+    const tq_u32 af[4] = {w[0][2 * blk] ^ m0, w[1][2 * blk] ^ m0, w[0][2 * blk + 1] ^ m1,
+                          w[1][2 * blk + 1] ^ m1};
+    tq_mma0(acc[blk][0], af, hb[0], hb[1]);
+    tq_mma0(acc[blk][1], af, hb[2], hb[3]);
+  }
+  for (int hh = 1; hh < TQ_ENB; hh <<= 1)
+    for (int blk = 0; blk < TQ_ENB; blk++)
+      if (!(blk & hh))
+        for (int nt = 0; nt < 2; nt++)
+          for (int e = 0; e < 4; e++) {
+            const float u = acc[blk][nt][e], v = acc[blk + hh][nt][e];
+            acc[blk][nt][e] = u + v;
+            acc[blk + hh][nt][e] = u - v;
+          }
+  /* acc is sqrt(d) times the rotated vectors y; n2 = |y|^2 per row, in
+   * four partial sums each to keep the chains short. */
+  float n2[2], part[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int blk = 0; blk < TQ_ENB; blk++)
+    for (int nt = 0; nt < 2; nt++)
+      for (int e = 0; e < 4; e++) part[e] = fmaf(acc[blk][nt][e], acc[blk][nt][e], part[e]);
+  n2[0] = part[0] + part[1];
+  n2[1] = part[2] + part[3];
+  constexpr int words = TQ_D / 4 * bits / 32; /* index words of a quarter */
+  for (int r = 0; r < 2; r++) {
+    n2[r] += __shfl_xor_sync(TQ_FULL, n2[r], 1);
+    n2[r] += __shfl_xor_sync(TQ_FULL, n2[r], 2);
+    n2[r] *= 1.f / (float)TQ_D;
+    /* The unit-variance coordinates are acc / sqrt(n2). */
+    const float z = n2[r] > 0.f ? rsqrtf(n2[r]) : 0.f, zs = z * gscale;
+    tq_u32 word[words];
+    for (int k = 0; k < words; k++) word[k] = 0u;
+    float c2s[2] = {0.f, 0.f}; /* even and odd channels' sums */
+    for (int blk = 0; blk < TQ_ENB; blk++)
+      for (int nt = 0; nt < 2; nt++)
+        for (int e = 0; e < 2; e++) {
+          const float x = acc[blk][nt][2 * r + e];
+          unsigned idx;
+          if (cells) {
+            /* u's cell: the integer nearest u, by adding 1.5 * 2^23; NaN
+             * and anything past the grid land in its last cell. */
+            const float u = fmaf(x, zs, goffset);
+            const unsigned cell = min(__float_as_uint(u + 12582912.f) - TQ_EMAGIC,
+                                      (unsigned)cells - 1u);
+            const uint4 c = s.grid[cell];
+            const bool up = u >= __uint_as_float(c.x);
+            c2s[e] += __uint_as_float(up ? c.w : c.z);
+            idx = c.y + up;
+          } else {
+            float c;
+            idx = tq_search<bits>(x * z, s.bnd, s.cb, c);
+            c2s[e] = fmaf(c, c, c2s[e]);
+          }
+          const int j = 4 * blk + 2 * nt + e, k = j * bits / 32, sh = j * bits % 32;
+          word[k] |= idx << sh; /* docs/FORMAT.md bit order */
+          if (sh + bits > 32) word[k + 1] |= idx >> (32 - sh);
+        }
+    float c2 = c2s[0] + c2s[1];
+    c2 += __shfl_xor_sync(TQ_FULL, c2, 1);
+    c2 += __shfl_xor_sync(TQ_FULL, c2, 2);
+    const int vec = vec0 + g + 8 * r;
+    if (vec >= n) continue;
+    const int i = vec / a.kv_heads, h = vec % a.kv_heads;
+    tq_u8 *slot = tq_slot(a, cache, bytes, b, h, a.seq_lens[b] - a.n_tokens + i);
+    tq_u32 *dst = (tq_u32 *)(slot + idx_off) + t * words;
+    for (int k = 0; k < words; k++) dst[k] = word[k];
+    if (t == 0)
+      *(float *)(slot + scale_off) =
+          TQ_NC && c2 > 0.f ? sqrtf(n2[r] / c2) : sqrtf(n2[r] / (float)TQ_D);
+  }
+}
+#endif
+
+/* Grids (backends/cuda_plan.c): on tensor cores (blocks that fill the
+ * device once, keys | values, batch), TQ_THREADS threads, each warp taking
+ * groups of 16 vectors gridDim.x * TQ_WARPS apart; the register fast path
+ * (vector groups of TQ_EVB, keys | values, batch), TQ_THREADS threads;
+ * otherwise (n_tokens, kv_heads, batch), one warp for one token of one
+ * head. */
 extern "C" __global__ void {{SYM}}_encode(const tq_kargs a) {
-#if TQ_EFAST
+#if TQ_EMMA
+  __shared__ tq_emma_smem s;
+  const bool value = blockIdx.y;
+  for (int j = threadIdx.x; j < 4 * TQ_EQW; j += blockDim.x) {
+    const int ch = j / TQ_EQW * (TQ_D / 4) + 2 * (j % TQ_EQW);
+    s.mask[j / TQ_EQW][j % TQ_EQW] = (TQ_MAIN_SIGNS[ch] < 0.f ? 0x8000u : 0u) |
+                                     (TQ_MAIN_SIGNS[ch + 1] < 0.f ? 0x80000000u : 0u);
+  }
+  const int cells = value ? TQ_V_GRID : TQ_K_GRID;
+  const tq_u32 *grid = value ? tq_v_grid : tq_k_grid;
+  for (int j = threadIdx.x; j < 4 * cells; j += blockDim.x) ((tq_u32 *)s.grid)[j] = grid[j];
+  if (!cells) {
+    const int levels = 1 << (value ? TQ_VB : TQ_KB);
+    const float *cb = value ? tq_v_cb : tq_k_cb, *bnd = value ? tq_v_bnd : tq_k_bnd;
+    for (int j = threadIdx.x; j < levels; j += blockDim.x) {
+      s.cb[j] = cb[j];
+      if (j < levels - 1) s.bnd[j] = bnd[j];
+    }
+  }
+  __syncthreads();
+  const int n = a.n_tokens * a.kv_heads, groups = (n + TQ_EVW - 1) / TQ_EVW;
+  const int stride = gridDim.x * TQ_WARPS, b = blockIdx.z, warp = threadIdx.x / 32;
+  const tq_act *src = (const tq_act *)(value ? a.v : a.k);
+  tq_u32 mask[TQ_EQW];
+  for (int k = 0; k < TQ_EQW; k++) mask[k] = s.mask[threadIdx.x % 4][k];
+  /* The warp's groups of 16 vectors, the next one's loads in flight while
+   * this one computes. */
+  int grp = blockIdx.x * TQ_WARPS + warp;
+  if (grp >= groups) return; /* the whole warp */
+  tq_u32 w[2][TQ_EQW];
+  tq_encode_load(a, src, b, grp * TQ_EVW, w);
+  for (; grp < groups; grp += stride) {
+    tq_u32 next[2][TQ_EQW];
+    if (grp + stride < groups) tq_encode_load(a, src, b, (grp + stride) * TQ_EVW, next);
+    if (value)
+      tq_encode_rows<TQ_VB, TQ_V_GRID>(a, s, w, mask, a.v_cache, TQ_V_BYTES, TQ_V_IDX,
+                                       TQ_V_SCALE, TQ_V_GRID_SCALE, TQ_V_GRID_OFFSET, b,
+                                       grp * TQ_EVW);
+    else
+      tq_encode_rows<TQ_KB, TQ_K_GRID>(a, s, w, mask, a.k_cache, TQ_K_BYTES, TQ_K_IDX,
+                                       TQ_K_SCALE, TQ_K_GRID_SCALE, TQ_K_GRID_OFFSET, b,
+                                       grp * TQ_EVW);
+    for (int r = 0; r < 2; r++)
+      for (int k = 0; k < TQ_EQW; k++) w[r][k] = next[r][k];
+  }
+#elif TQ_EFAST
   __shared__ tq_efast_smem s;
   const bool value = blockIdx.y;
   const int levels = 1 << (value ? TQ_VB : TQ_KB);
@@ -1364,7 +1606,6 @@ struct tq_mma_smem {
 };
 
 #if TQ_DTYPE == TQ_DTYPE_F16
-#define TQ_MMA_TYPE "f16"
 __device__ __forceinline__ tq_u16 tq_to_half(float x) { return tq_f2h(x); }
 __device__ __forceinline__ float tq_half_to_f(tq_u16 x) { return tq_h2f(x); }
 __device__ __forceinline__ tq_u32 tq_pack2(float lo, float hi) {
@@ -1373,7 +1614,6 @@ __device__ __forceinline__ tq_u32 tq_pack2(float lo, float hi) {
   return r;
 }
 #else
-#define TQ_MMA_TYPE "bf16"
 __device__ __forceinline__ tq_u16 tq_to_half(float x) { return tq_f2bf(x); }
 __device__ __forceinline__ float tq_half_to_f(tq_u16 x) { return tq_bf2f(x); }
 __device__ __forceinline__ tq_u32 tq_pack2(float lo, float hi) {
@@ -1383,19 +1623,6 @@ __device__ __forceinline__ tq_u32 tq_pack2(float lo, float hi) {
 }
 #endif
 
-__device__ __forceinline__ void tq_mma(float *c, const tq_u32 *a, tq_u32 b0, tq_u32 b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32." TQ_MMA_TYPE "." TQ_MMA_TYPE ".f32 "
-      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-/* c = a b: the first k step, without zeroing c first. */
-__device__ __forceinline__ void tq_mma0(float *c, const tq_u32 *a, tq_u32 b0, tq_u32 b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32." TQ_MMA_TYPE "." TQ_MMA_TYPE ".f32 "
-      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
-      : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
-}
 
 /* Four 8x8 b16 matrices from shared memory (addr: a shared-window
  * address): lanes 8i .. 8i+7 name the rows of matrix i, which lands in
