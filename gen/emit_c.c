@@ -1,5 +1,6 @@
 /* emit_c.c - the portable C emitter: tq_abi.h, the variant's defines and
  * constant tables, then templates/c/kernel.c. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,42 @@ static void codebook(tqg_source *s, const char *prefix, const tqg_codebook *cb,
     for (int k = 0; k < per; k++)
       tab[b * per + k] = cb->centroid[(b >> (k * cb->bits)) & (cb->levels - 1)];
   table(s, name, tab, (size_t)(256 * per));
+}
+
+/* The CUDA encode's cell grid for one codebook (tqg_codebook_grid; none
+ * for a NULL one) over the unit-variance coordinates of a dim-channel
+ * vector, which lie within sqrt(dim): TQ_<P>_GRID cells (0: none fits, the
+ * encode searches the boundaries), the map u = x scale + offset, and per
+ * cell four words: threshold (f32 bits), base index, and the squared
+ * centroids below and above the threshold (f32 bits).  GRID_CELLS bounds
+ * the kernel's shared table. */
+#define GRID_CELLS 256
+static void grid(tqg_source *s, const char *prefix, const char *lower,
+                 const tqg_codebook *cb, int dim) {
+  tqg_grid g = {0, 0, 0};
+  if (cb) tqg_codebook_grid(cb, sqrt((double)dim), GRID_CELLS, &g);
+  tqg_source_printf(s,
+                    "#define TQ_%s_GRID %d /* cells of the encode's search grid */\n"
+                    "#define TQ_%s_GRID_SCALE %#.9gf\n#define TQ_%s_GRID_OFFSET %#.9gf\n",
+                    prefix, g.cells, prefix, (float)g.scale, prefix, (float)g.offset);
+  if (!g.cells) {
+    tqg_source_printf(s, "#define tq_%s_grid ((const unsigned *)0)\n", lower);
+    return;
+  }
+  tqg_source_printf(s, "TQ_TABLE unsigned tq_%s_grid[%d] = {", lower, 4 * g.cells);
+  for (int c = 0; c < g.cells; c++) {
+    int base;
+    double t;
+    tqg_grid_cell(cb, &g, c, &base, &t);
+    int top = base + (t < c + 1.0); /* the index above the threshold */
+    float f[3] = {(float)t, (float)(cb->centroid[base] * cb->centroid[base]),
+                  (float)(cb->centroid[top] * cb->centroid[top])};
+    unsigned u[3];
+    memcpy(u, f, sizeof u);
+    tqg_source_printf(s, "%s0x%08x, %d, 0x%08x, 0x%08x%s", c % 3 ? " " : "\n  ", u[0], base,
+                      u[1], u[2], c + 1 < g.cells ? "," : "");
+  }
+  tqg_source_puts(s, "\n};\n");
 }
 
 /* A rotation as TQ_<P>_SIGNS / TQ_<P>_MATRIX (one of them NULL). */
@@ -146,6 +183,10 @@ tq_status tqg_emit_prelude(const tq_variant *variant, const char *origin,
   if (v->value_method == TQ_VALUE_TQ) codebook(s, "tq_v", &t.value_cb, expand);
   if (v->outlier_count && v->outlier_bits != TQ_OUTLIER_F16)
     codebook(s, "tq_out", &t.outlier_cb, expand);
+  if (!strcmp(backend, "cuda")) { /* only the CUDA encode searches by a grid */
+    grid(s, "K", "k", k.main.bits > 0 ? &t.key_cb : NULL, k.main.dim);
+    grid(s, "V", "v", v->value_method == TQ_VALUE_TQ ? &t.value_cb : NULL, val.main.dim);
+  }
   rotation(s, "MAIN", "main", &t.main_rot);
   rotation(s, "OUT", "out", &t.outlier_rot);
   if (v->qjl) table(s, "tq_qjl_s", t.qjl, (size_t)k.main.dim * (size_t)k.main.dim);
