@@ -188,10 +188,10 @@ int tqg_codebook_grid(const tqg_codebook *cb, double range, int max_cells, tqg_g
   if (range <= 0 || cb->levels < 2) return 0;
   double scale = cb->levels > 2 ? (1.0 + 2 * TQG_GRID_MARGIN) / gap : 1.0;
   for (;; scale *= 1.01) {
-    double lo = ceil(scale * range) + 1.0;
-    if ((int)floor(2 * lo + 3) > max_cells) return 0;
     /* Kernels compute u in f32: the map is what f32 holds. */
     scale = (double)(float)scale;
+    double lo = ceil(scale * range) + 1.0;
+    if ((int)floor(2 * lo + 3) > max_cells) return 0;
     for (int ph = 0; ph < 32; ph++) {
       double offset = (double)(float)(lo + ph / 32.0);
       if (!grid_fits(cb, scale, offset)) continue;
