@@ -551,8 +551,8 @@ typedef struct cuda_module {
    * take now: 48 KiB minus the static part until raised at a launch. */
   int static_shared[CUDA_MAX_ENTRIES];
   int max_dynamic[CUDA_MAX_ENTRIES];
-  /* Blocks of each op's context-split kernel the device runs at once; 0
-   * until asked (split_slots), -1 when unknown or the op splits nothing. */
+  /* Blocks of each op's first kernel the device runs at once; 0 until
+   * asked (op_slots), -1 when the driver could not say. */
   int slots[TQ_OP_COUNT];
 } cuda_module;
 
@@ -845,7 +845,7 @@ static void *cuda_host_ptr(void *state, void *mem) {
  * tensor-core encode's grid by it.  Asked of the driver once per module
  * and op (which kernel and block an op's first step uses depends on the
  * variant alone); 0 (the plan's default) when the driver cannot say. */
-static int split_slots(cuda_state *s, cuda_module *m, tq_op op, const tq_kargs *a) {
+static int op_slots(cuda_state *s, cuda_module *m, tq_op op, const tq_kargs *a) {
   if ((unsigned)op >= TQ_OP_COUNT) return 0;
   if (!m->slots[op]) {
     tq_cuda_step steps[TQ_CUDA_MAX_STEPS];
@@ -869,14 +869,14 @@ static int split_slots(cuda_state *s, cuda_module *m, tq_op op, const tq_kargs *
 static size_t cuda_workspace(void *state, void *module, tq_op op,
                              const tq_kargs *a) {
   cuda_module *m = module;
-  return tq_cuda_workspace(&m->variant, op, a, split_slots(state, m, op, a));
+  return tq_cuda_workspace(&m->variant, op, a, op_slots(state, m, op, a));
 }
 
 static tq_status cuda_launch(void *state, void *module, tq_op op,
                              const tq_kargs *a, char *err, size_t errn) {
   cuda_state *s = state;
   cuda_module *m = module;
-  const int slots = split_slots(s, m, op, a);
+  const int slots = op_slots(s, m, op, a);
   size_t need = tq_cuda_workspace(&m->variant, op, a, slots);
   if (need > a->workspace_bytes || (need && !a->workspace)) {
     snprintf(err, errn,

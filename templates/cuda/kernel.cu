@@ -1623,7 +1623,6 @@ __device__ __forceinline__ tq_u32 tq_pack2(float lo, float hi) {
 }
 #endif
 
-
 /* Four 8x8 b16 matrices from shared memory (addr: a shared-window
  * address): lanes 8i .. 8i+7 name the rows of matrix i, which lands in
  * r[i]; trans transposes each. */
