@@ -66,37 +66,20 @@ static int cmp(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* Median milliseconds of `runs` launches, each between two events. */
-static double time_run(tq_backend *be, tq_kernel *k, const tq_launch *l, int runs) {
+/* Median milliseconds a launch over `runs` timings, each of `batch`
+ * back-to-back launches between two events, cycling through the n launches
+ * of l (distinct buffers).  batch 1 is one launch's latency, its launch
+ * included; a longer batch is throughput as a stream of work sees it, each
+ * launch's host cost hidden behind the kernels before it. */
+static double time_batches(tq_backend *be, tq_kernel *k, const tq_launch *l, int n, int batch,
+                           int runs) {
   void *e0, *e1;
   float ms[RUNS];
   ev_create(&e0, 0);
   ev_create(&e1, 0);
   for (int i = 0; i < 5; i++)
-    if (tq_run(be, k, l)) die(be, "warm-up");
-  for (int i = 0; i < runs; i++) {
-    ev_record(e0, NULL);
-    if (tq_run(be, k, l)) die(be, "run");
-    ev_record(e1, NULL);
-    ev_sync(e1);
-    ev_elapsed(&ms[i], e0, e1);
-  }
-  qsort(ms, (size_t)runs, sizeof(float), cmp);
-  return ms[runs / 2];
-}
-
-/* Median milliseconds a launch over 9 runs of `batch` back-to-back launches
- * between two events, cycling through n launches on distinct buffers:
- * throughput as a stream of work sees it, the host's launch cost hidden
- * behind the kernels before it. */
-static double time_stream(tq_backend *be, tq_kernel *k, const tq_launch *l, int n, int batch) {
-  void *e0, *e1;
-  float ms[9];
-  ev_create(&e0, 0);
-  ev_create(&e1, 0);
-  for (int i = 0; i < 5; i++)
     if (tq_run(be, k, &l[i % n])) die(be, "warm-up");
-  for (int i = 0; i < 9; i++) {
+  for (int i = 0; i < runs; i++) {
     ev_record(e0, NULL);
     for (int j = 0; j < batch; j++)
       if (tq_run(be, k, &l[j % n])) die(be, "run");
@@ -105,8 +88,13 @@ static double time_stream(tq_backend *be, tq_kernel *k, const tq_launch *l, int 
     ev_elapsed(&ms[i], e0, e1);
     ms[i] /= (float)batch;
   }
-  qsort(ms, 9, sizeof(float), cmp);
-  return ms[4];
+  qsort(ms, (size_t)runs, sizeof(float), cmp);
+  return ms[runs / 2];
+}
+
+/* Median milliseconds of `runs` launches, each between two events. */
+static double time_run(tq_backend *be, tq_kernel *k, const tq_launch *l, int runs) {
+  return time_batches(be, k, l, 1, 1, runs);
 }
 
 static tq_buffer *upload_random(tq_backend *be, size_t n, tq_dtype t, tqg_rng *r) {
@@ -215,7 +203,7 @@ int main(int argc, char **argv) {
         tq_alloc(be, vslot * HEADS * CHUNK, &encs[i].v_cache))
       die(be, "stream sets");
   }
-  double ms = time_run(be, kenc, &enc, 20), sms = time_stream(be, kenc, encs, STREAM_SETS, 20);
+  double ms = time_run(be, kenc, &enc, 20), sms = time_batches(be, kenc, encs, STREAM_SETS, 20, 9);
   for (int i = 1; i < STREAM_SETS; i++) {
     tq_free(be, encs[i].k);
     tq_free(be, encs[i].v);
