@@ -1038,8 +1038,8 @@ __device__ __forceinline__ void tq_wait_prerequisites(void) {
                  (TQ_D & (TQ_D - 1)) == 0 && \
                  (!TQ_PAGED || TQ_BLOCK % 32 == 0 || 32 % TQ_BLOCK == 0))
 #if TQ_FAST
-#if TQ_RQ != 4
-#error "the fast path holds the block's query rows in one float4"
+#if TQ_RQ != 4 || TQ_WARPS != TQ_RQ
+#error "the fast path holds the block's query rows in one float4, a warp rotating each"
 #endif
 #define TQ_KW (TQ_D * TQ_KB / 32)  /* index words of a key */
 #define TQ_VW (TQ_D * TQ_VB / 32)  /* index words of a value: lanes per token */
@@ -1048,21 +1048,25 @@ __device__ __forceinline__ void tq_wait_prerequisites(void) {
 #define TQ_CHUNK 32                /* cache tokens a warp takes at a time */
 #define TQ_VTPS (32 / TQ_VW)       /* value tokens a warp accumulates per step */
 #define TQ_VCH (32 / TQ_VB)        /* value channels of one lane */
+#define TQ_QPL (TQ_D / 32)         /* query channels a lane rotates */
 
 /* f16 and bf16 activations take the chunk's two products through tensor
  * cores (mma.sync m16n8k16, f16 in, f32 accumulate), with the centroids
  * expanded from the index bytes straight into fragments in registers:
- *  - scores S = Q K^T: A holds the block's query rows (rows 4..15 zero),
- *    loaded once; B (16 channels x 8 tokens) is built per lane from its
- *    token's index words;
- *  - values O^T = V^T P^T: P^T as B is the scores' accumulator fragment
- *    itself (the lane holding S[row][token] holds B[token][row]), so the
- *    weights never leave registers; A (16 channels x 16 tokens) comes
- *    from the index words of four tokens.
+ *  - scores S^T = K Q^T: A (16 tokens x 16 channels) is built per lane
+ *    from two tokens' index words; B holds the block's query rows as its
+ *    columns (columns 4..7 zero), loaded once;
+ *  - values O^T = V^T P^T: P^T as B comes from the scores' accumulators
+ *    by one transpose (movmatrix) per 8 x 8 block, so the weights never
+ *    leave registers; A (16 channels x 16 tokens) comes from the index
+ *    words of four tokens.
+ * (Scores as S = Q K^T, the query rows as A, took twice the mma for keys,
+ * each of them 12 rows of zeros the compiler kept moving into registers:
+ * 5-11% slower, bench/RESULTS.md.)
  * Which index feeds which mma channel is free (the same channel order for
  * q and keys leaves q.k unchanged; the output channel is recorded), so it
  * is chosen to give every lane whole words: a quarter of each key of its
- * column, an eighth of each value of its row group.  The lookup is a
+ * row, an eighth of each value of its row group.  The lookup is a
  * 16-entry table of f16 pairs (c, c): a conflict-free shared load per
  * index, two of them merged by one byte permute; a word's table offsets
  * come from two (4-bit) or four (2-bit) shift-and-masks for all its bytes
@@ -1135,6 +1139,26 @@ __device__ __forceinline__ tq_u32 tq_offsets(tq_u32 x, int j, int bits) {
 __device__ __forceinline__ tq_u32 tq_look(const tq_u32 *tab, tq_u32 offs, int k) {
   return *(const tq_u32 *)((const char *)tab + __byte_perm(offs, 0u, 0x4440u + k));
 }
+/* The centroid pair of mma k slots 2c + 8 half and 2c + 8 half + 1 in
+ * step kb, from a lane's key words w (tq_key_chan's order). */
+__device__ __forceinline__ tq_u32 tq_key_pair(const tq_u32 *tab, const tq_u32 *w, int kb, int half) {
+#if TQ_KB == 4
+  const tq_u32 x = w[kb / 2];
+  const int k = (2 * kb) % 4 + half; /* byte 2 kb + half */
+  return tq_lo2(tq_look(tab, tq_offsets(x, 0, 4), k), tq_look(tab, tq_offsets(x, 1, 4), k));
+#else
+  const tq_u32 x = w[kb / 4];
+  const int k = kb % 4; /* byte kb, indices 2 half and 2 half + 1 */
+  return tq_lo2(tq_look(tab, tq_offsets(x, 2 * half, 2), k), tq_look(tab, tq_offsets(x, 2 * half + 1, 2), k));
+#endif
+}
+/* The transpose of an 8 x 8 matrix of halves held one pair a lane (row
+ * lane / 4, columns 2 (lane % 4) and + 1), in the same layout. */
+__device__ __forceinline__ tq_u32 tq_trans8(tq_u32 x) {
+  tq_u32 y;
+  asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(y) : "r"(x));
+  return y;
+}
 #endif
 
 struct tq_fast_smem {
@@ -1152,7 +1176,6 @@ struct tq_fast_smem {
   float vcb[1 << TQ_VB];
 #endif
   float rot[TQ_RQ][TQ_D];
-  float tmp[TQ_D];
   float m[TQ_WARPS][TQ_RQ];
   float l[TQ_WARPS][TQ_RQ];
 };
@@ -1227,7 +1250,21 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
   const int len = a.seq_lens[b];
   const tq_u16 *perm = tq_perm(a, h);
   const tq_act *q = (const tq_act *)a.q;
-  int ctx[TQ_RQ];
+
+  /* Slices are whole chunks, so chunks start on multiples of 32 (page
+   * boundaries of paged caches line up with them). */
+  int slice = (len + splits - 1) / splits;
+  slice = (slice + TQ_CHUNK - 1) / TQ_CHUNK * TQ_CHUNK;
+  const int t_begin = min(len, split * slice), t_end = min(len, t_begin + slice);
+  const int chunks = (t_end - t_begin + TQ_CHUNK - 1) / TQ_CHUNK;
+  /* The first chunk's copy goes out before anything else: its latency
+   * passes under the query rows' rotation. */
+  if (warp < chunks) {
+    const int t0 = t_begin + warp * TQ_CHUNK, n = min(TQ_CHUNK, t_end - t0);
+    tq_stage(a, a.k_cache, TQ_KSW, b, h, t0, n, s.k[warp][0]);
+    tq_stage(a, a.v_cache, TQ_VSW, b, h, t0, n, s.v[warp][0]);
+  }
+  tq_cp_commit();
 
 #if TQ_DMMA
   if (tid < (1 << TQ_KB)) s.kh[tid] = tq_h2(tq_k_cb[tid], tq_k_cb[tid]);
@@ -1236,58 +1273,86 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
   if (tid < (1 << TQ_KB)) s.kcb[tid] = tq_k_cb[tid];
   if (tid < (1 << TQ_VB)) s.vcb[tid] = tq_v_cb[tid];
 #endif
-  for (int r = 0; r < TQ_RQ; r++) {
-    int row = r0 + r, tok = row / TQ_G, g = row % TQ_G;
-    ctx[r] = row < rows ? len - a.n_tokens + tok + 1 : 0;
-    __syncthreads();
-    if (row >= rows) {
-      for (int j = tid; j < TQ_D; j += blockDim.x) s.rot[r][j] = 0.f;
-      continue;
+  /* Warp r rotates query row r (zero past the last row) on its own, no
+   * block barrier: lane i holds channels TQ_QPL i onwards, so the
+   * Walsh-Hadamard stages below TQ_QPL are in registers, the others one
+   * shuffle each. */
+  {
+    const int row = r0 + warp;
+    float x[TQ_QPL];
+    if (row < rows) {
+      const size_t at = (((size_t)b * a.n_tokens + row / TQ_G) * a.kv_heads * TQ_G +
+                         (size_t)h * TQ_G + row % TQ_G) * TQ_D;
+#pragma unroll
+      for (int i = 0; i < TQ_QPL; i++) {
+        const int j = TQ_QPL * lane + i;
+        x[i] = a.sm_scale * TQ_MAIN_SIGNS[j] * tq_load(q, at + tq_channel(perm, j));
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < TQ_QPL; i++) x[i] = 0.f;
     }
-    size_t at = (((size_t)b * a.n_tokens + tok) * a.kv_heads * TQ_G + (size_t)h * TQ_G + g) * TQ_D;
-    for (int j = tid; j < TQ_D; j += blockDim.x)
-      s.tmp[j] = a.sm_scale * tq_load(q, at + tq_channel(perm, j));
-    TQ_MAIN_ROTATE(0, s.tmp, s.rot[r]);
+#pragma unroll
+    for (int hs = 1; hs < TQ_QPL; hs <<= 1)
+#pragma unroll
+      for (int i = 0; i < TQ_QPL; i++)
+        if (!(i & hs)) {
+          const float u = x[i], v = x[i + hs];
+          x[i] = u + v;
+          x[i + hs] = u - v;
+        }
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1)
+#pragma unroll
+      for (int i = 0; i < TQ_QPL; i++) {
+        const float y = __shfl_xor_sync(TQ_FULL, x[i], o);
+        x[i] = lane & o ? y - x[i] : x[i] + y;
+      }
+    float mx = 0.f;
+#pragma unroll
+    for (int i = 0; i < TQ_QPL; i++) {
+      x[i] *= rsqrtf((float)TQ_D);
+      s.rot[warp][TQ_QPL * lane + i] = x[i];
+      mx = fmaxf(mx, fabsf(x[i]));
+    }
+#if TQ_DMMA
+    mx = tq_warp_max(mx); /* the row's unit in f16 (1 for a zero row) */
+    if (lane == 0) s.qs[warp] = mx > 0.f ? mx : 1.f;
+#endif
   }
   __syncthreads();
 #if TQ_DMMA
-  if (warp < TQ_RQ) { /* warp r: the largest |q| of row r (1 for a zero row) */
-    float mx = 0.f;
-    for (int j = lane; j < TQ_D; j += 32) mx = fmaxf(mx, fabsf(s.rot[warp][j]));
-    mx = tq_warp_max(mx);
-    if (lane == 0) s.qs[warp] = mx > 0.f ? mx : 1.f;
-  }
-  __syncthreads();
-  /* A fragments of Q: row g of every k step (rows past TQ_RQ are zero). */
+  /* B fragments of Q^T: column g is query row g (columns past TQ_RQ zero). */
   const int g = lane >> 2, c = lane & 3;
-  tq_u32 qa[TQ_TKB][2];
+  tq_u32 qb[TQ_TKB][2];
   for (int kb = 0; kb < TQ_TKB; kb++)
     for (int e = 0; e < 2; e++) {
       const float inv = g < TQ_RQ ? 1.f / s.qs[g] : 0.f;
       const float *qr = s.rot[g < TQ_RQ ? g : 0];
-      qa[kb][e] = tq_h2(inv * qr[tq_key_chan(kb, c, 2 * e)], inv * qr[tq_key_chan(kb, c, 2 * e + 1)]);
+      qb[kb][e] = tq_h2(inv * qr[tq_key_chan(kb, c, 2 * e)], inv * qr[tq_key_chan(kb, c, 2 * e + 1)]);
     }
-  const float qs = g < TQ_RQ ? s.qs[g] : 0.f;
-  const int ctx_g = g < TQ_RQ ? ctx[g] : 0;
+  /* The lane's score columns: query rows 2c and 2c + 1 (dead past TQ_RQ:
+   * no context). */
+  float qs[2];
+  int ctx[2];
+  for (int e = 0; e < 2; e++) {
+    const int r = 2 * c + e, row = r0 + r;
+    qs[e] = r < TQ_RQ ? s.qs[r] : 0.f;
+    ctx[e] = r < TQ_RQ && row < rows ? len - a.n_tokens + row / TQ_G + 1 : 0;
+  }
+  /* Lane state: rows 2c and 2c + 1's maxima and partial sums, and O^T's
+   * accumulators, whose unit is `unit` (the true output is o * unit). */
+  float m[2] = {-TQ_INF, -TQ_INF}, l[2] = {0.f, 0.f}, unit = 0.f, o[TQ_TMT][4];
+  for (int mt = 0; mt < TQ_TMT; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.f;
 #else
   for (int j = tid; j < TQ_D; j += blockDim.x)
     s.q[j] = make_float4(s.rot[0][j], s.rot[1][j], s.rot[2][j], s.rot[3][j]);
+  int ctx[TQ_RQ];
+  for (int r = 0; r < TQ_RQ; r++) {
+    const int row = r0 + r;
+    ctx[r] = row < rows ? len - a.n_tokens + row / TQ_G + 1 : 0;
+  }
   __syncthreads();
-#endif
-
-  /* Slices are whole chunks, so chunks start on multiples of 32 (page
-   * boundaries of paged caches line up with them). */
-  int slice = (len + splits - 1) / splits;
-  slice = (slice + TQ_CHUNK - 1) / TQ_CHUNK * TQ_CHUNK;
-  const int t_begin = min(len, split * slice), t_end = min(len, t_begin + slice);
-  const int chunks = (t_end - t_begin + TQ_CHUNK - 1) / TQ_CHUNK;
-#if TQ_DMMA
-  /* Lane state: row g's max and partial sum (rows past TQ_RQ stay dead),
-   * and O^T's accumulators, whose unit is `unit` (the true output is
-   * o * unit). */
-  float m = -TQ_INF, l = 0.f, unit = 0.f, o[TQ_TMT][4];
-  for (int mt = 0; mt < TQ_TMT; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.f;
-#else
   const int sub = lane / TQ_VW, word = lane % TQ_VW;
 
   float m[TQ_RQ], l[TQ_RQ], acc[TQ_VCH][TQ_RQ];
@@ -1298,12 +1363,6 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
   }
 #endif
   int buf = 0;
-  if (warp < chunks) {
-    const int t0 = t_begin + warp * TQ_CHUNK, n = min(TQ_CHUNK, t_end - t0);
-    tq_stage(a, a.k_cache, TQ_KSW, b, h, t0, n, s.k[warp][0]);
-    tq_stage(a, a.v_cache, TQ_VSW, b, h, t0, n, s.v[warp][0]);
-  }
-  tq_cp_commit();
   for (int chunk = warp; chunk < chunks; chunk += TQ_WARPS) {
     const int t0 = t_begin + chunk * TQ_CHUNK, n = min(TQ_CHUNK, t_end - t0);
     if (chunk + TQ_WARPS < chunks) {
@@ -1317,77 +1376,80 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 
 #if TQ_DMMA
     const tq_u32 *kc = s.k[warp][buf], *vc = s.v[warp][buf];
-    /* S = Q K^T, n tile nt = tokens 8 nt .. 8 nt + 7; lane's key token 8 nt + g. */
-    float sc[4][4];
+    /* S^T = K Q^T, m tile mt = tokens 16 mt .. 16 mt + 15: the lane's A
+     * rows are tokens 16 mt + g and 16 mt + g + 8, its accumulators their
+     * scores against query rows 2c and 2c + 1. */
+    float st[2][4];
 #pragma unroll
-    for (int nt = 0; nt < 4; nt++) {
-      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
-      tq_u32 w[TQ_LW(TQ_KBL)];
-      tq_lane_words<TQ_KBL>(kc + (8 * nt + g) * TQ_KSW + TQ_K_IDX / 4, TQ_KBL * c, w);
+    for (int mt = 0; mt < 2; mt++) {
+      st[mt][0] = st[mt][1] = st[mt][2] = st[mt][3] = 0.f;
+      tq_u32 w0[TQ_LW(TQ_KBL)], w1[TQ_LW(TQ_KBL)];
+      tq_lane_words<TQ_KBL>(kc + (16 * mt + g) * TQ_KSW + TQ_K_IDX / 4, TQ_KBL * c, w0);
+      tq_lane_words<TQ_KBL>(kc + (16 * mt + g + 8) * TQ_KSW + TQ_K_IDX / 4, TQ_KBL * c, w1);
 #pragma unroll
-      for (int kb = 0; kb < TQ_TKB; kb++) {
-        tq_u32 b0, b1;
-#if TQ_KB == 4
-        const tq_u32 x = w[kb / 2];
-        const int k0 = (2 * kb) % 4, k1 = k0 + 1; /* bytes 2 kb and 2 kb + 1 */
-        b0 = tq_lo2(tq_look(s.kh, tq_offsets(x, 0, 4), k0), tq_look(s.kh, tq_offsets(x, 1, 4), k0));
-        b1 = tq_lo2(tq_look(s.kh, tq_offsets(x, 0, 4), k1), tq_look(s.kh, tq_offsets(x, 1, 4), k1));
-#else
-        const tq_u32 x = w[kb / 4];
-        const int k = kb % 4;
-        b0 = tq_lo2(tq_look(s.kh, tq_offsets(x, 0, 2), k), tq_look(s.kh, tq_offsets(x, 1, 2), k));
-        b1 = tq_lo2(tq_look(s.kh, tq_offsets(x, 2, 2), k), tq_look(s.kh, tq_offsets(x, 3, 2), k));
-#endif
-        tq_mma_h(sc[nt], qa[kb][0], 0u, qa[kb][1], 0u, b0, b1);
-      }
+      for (int kb = 0; kb < TQ_TKB; kb++)
+        tq_mma_h(st[mt], tq_key_pair(s.kh, w0, kb, 0), tq_key_pair(s.kh, w1, kb, 0),
+                 tq_key_pair(s.kh, w0, kb, 1), tq_key_pair(s.kh, w1, kb, 1), qb[kb][0], qb[kb][1]);
     }
-    /* Online softmax of row g over its 8 tokens here and the quad's. */
-    float mx = -TQ_INF;
+    /* Online softmax of rows 2c and 2c + 1 over the lane's four tokens and
+     * those of the lanes with the same c. */
+    float mx[2] = {-TQ_INF, -TQ_INF};
 #pragma unroll
-    for (int nt = 0; nt < 4; nt++)
+    for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const int t = 8 * nt + 2 * c + e;
+      for (int hi = 0; hi < 2; hi++) {
+        const int t = 16 * mt + 8 * hi + g;
         const float ksc = __int_as_float((int)kc[t * TQ_KSW + TQ_K_SCALE / 4]);
-        const float x = t < n && t0 + t < ctx_g ? sc[nt][e] * ksc * qs : -TQ_INF;
-        sc[nt][e] = x;
-        mx = fmaxf(mx, x);
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const float x = t < n && t0 + t < ctx[e] ? st[mt][2 * hi + e] * ksc * qs[e] : -TQ_INF;
+          st[mt][2 * hi + e] = x;
+          mx[e] = fmaxf(mx[e], x);
+        }
       }
-    mx = fmaxf(mx, __shfl_xor_sync(TQ_FULL, mx, 1));
-    mx = fmaxf(mx, __shfl_xor_sync(TQ_FULL, mx, 2));
-    const float nm = fmaxf(m, mx);
-    const float corr = m == -TQ_INF ? 1.f : __expf(m - nm);
-    m = nm;
-    l *= corr;
     /* The chunk's largest value scale becomes the accumulators' unit. */
     const float vmax = tq_warp_max(lane < n ? __int_as_float((int)vc[lane * TQ_VSW + TQ_V_SCALE / 4]) : 0.f);
     const float nunit = vmax > 0.f ? vmax : unit, vinv = vmax > 0.f ? 1.f / vmax : 0.f;
-    const float f = corr * (nunit > 0.f ? unit / nunit : 1.f);
+    const float ufix = nunit > 0.f ? unit / nunit : 1.f;
     unit = nunit;
-    /* P^T as B fragments: k step kk = tokens 16 kk .. 16 kk + 15. */
+    float f[2]; /* O^T's factor for rows 2c and 2c + 1: its columns */
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      mx[e] = fmaxf(mx[e], __shfl_xor_sync(TQ_FULL, mx[e], 4));
+      mx[e] = fmaxf(mx[e], __shfl_xor_sync(TQ_FULL, mx[e], 8));
+      mx[e] = fmaxf(mx[e], __shfl_xor_sync(TQ_FULL, mx[e], 16));
+      const float nm = fmaxf(m[e], mx[e]);
+      const float corr = m[e] == -TQ_INF ? 1.f : __expf(m[e] - nm);
+      m[e] = nm;
+      l[e] *= corr;
+      f[e] = corr * ufix;
+    }
+    /* P^T as B fragments, k step kk = tokens 16 kk .. 16 kk + 15: the
+     * lane's weights (tokens g, g + 8; rows 2c, 2c + 1) times value scales,
+     * as half pairs, are the 8 x 8 blocks of P^T's transpose. */
     tq_u32 pb[2][2];
 #pragma unroll
-    for (int nt = 0; nt < 4; nt++) {
-      float p[2];
+    for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const int t = 8 * nt + 2 * c + e;
-        /* dead tokens' slots may hold anything: select, never multiply */
-        p[e] = sc[nt][e] == -TQ_INF ? 0.f : __expf(sc[nt][e] - nm);
-        l += p[e];
-        p[e] = p[e] > 0.f ? p[e] * __int_as_float((int)vc[t * TQ_VSW + TQ_V_SCALE / 4]) * vinv : 0.f;
+      for (int hi = 0; hi < 2; hi++) {
+        const int t = 16 * mt + 8 * hi + g;
+        const float vs = __int_as_float((int)vc[t * TQ_VSW + TQ_V_SCALE / 4]) * vinv;
+        float p[2];
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          /* dead tokens' slots may hold anything: select, never multiply */
+          p[e] = st[mt][2 * hi + e] == -TQ_INF ? 0.f : __expf(st[mt][2 * hi + e] - m[e]);
+          l[e] += p[e];
+          p[e] = p[e] > 0.f ? p[e] * vs : 0.f;
+        }
+        pb[mt][hi] = tq_trans8(tq_h2(p[0], p[1]));
       }
-      pb[nt >> 1][nt & 1] = tq_h2(p[0], p[1]);
-    }
-    /* Rescale O^T: its columns are rows 2c and 2c + 1 (row r's factor
-     * lives on lane 4 r). */
-    const float f0 = __shfl_sync(TQ_FULL, f, 8 * c), f1 = __shfl_sync(TQ_FULL, f, 8 * c + 4);
 #pragma unroll
     for (int mt = 0; mt < TQ_TMT; mt++) {
-      o[mt][0] *= f0;
-      o[mt][1] *= f1;
-      o[mt][2] *= f0;
-      o[mt][3] *= f1;
+      o[mt][0] *= f[0];
+      o[mt][1] *= f[1];
+      o[mt][2] *= f[0];
+      o[mt][3] *= f[1];
     }
     /* O^T += V^T P^T: A rows are value channels, columns the tokens
      * 2c, 2c+1 (a0, a1) and 2c+8, 2c+9 (a2, a3) of the k step. */
@@ -1464,9 +1526,9 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 
   tq_let_dependents_launch();
 #if TQ_DMMA
-  /* Merge: the quad's partial sums, then the warps. */
-  l += __shfl_xor_sync(TQ_FULL, l, 1);
-  l += __shfl_xor_sync(TQ_FULL, l, 2);
+  /* Merge: the partial sums of the lanes with the same c, then the warps. */
+  for (int e = 0; e < 2; e++)
+    for (int x = 4; x < 32; x <<= 1) l[e] += __shfl_xor_sync(TQ_FULL, l[e], x);
   __syncthreads(); /* every warp is done with its buffers: reuse them */
   float *accw = (float *)s.k; /* [TQ_WARPS][TQ_RQ][TQ_D] */
   for (int e = 0; e < 2; e++) {
@@ -1476,10 +1538,11 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
       for (int hi = 0; hi < 2; hi++)
         accw[(warp * TQ_RQ + r) * TQ_D + tq_value_chan(mt, g, hi)] = o[mt][2 * hi + e] * unit;
   }
-  if (c == 0 && g < TQ_RQ) {
-    s.m[warp][g] = m;
-    s.l[warp][g] = l;
-  }
+  if (g == 0)
+    for (int e = 0; e < 2 && 2 * c + e < TQ_RQ; e++) {
+      s.m[warp][2 * c + e] = m[e];
+      s.l[warp][2 * c + e] = l[e];
+    }
 #else
   /* Merge: the token groups of a warp, then the warps. */
   for (int r = 0; r < TQ_RQ; r++) {
@@ -2288,10 +2351,12 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
 /* The tensor-core decode at 5 blocks an SM (96 registers): the warps'
  * chunks are latency-bound, and 3 blocks (its natural 167 registers) left
  * the schedulers idle half the time; the few spills sit outside the loop. */
+#ifndef TQ_DECODE_BLOCKS /* TQ_NVRTC_OPTIONS=-DTQ_DECODE_BLOCKS=n tries others */
 #if TQ_FAST && TQ_DMMA
 #define TQ_DECODE_BLOCKS 5
 #else
 #define TQ_DECODE_BLOCKS 1
+#endif
 #endif
 extern "C" __global__ void __launch_bounds__(TQ_THREADS, TQ_DECODE_BLOCKS)
 {{SYM}}_decode(const tq_kargs a) { TQ_ATTEND(a); }
