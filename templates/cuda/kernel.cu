@@ -1067,8 +1067,9 @@ __device__ __forceinline__ void tq_wait_prerequisites(void) {
  * q and keys leaves q.k unchanged; the output channel is recorded), so it
  * is chosen to give every lane whole words: a quarter of each key of its
  * row, an eighth of each value of its row group.  The lookup is a
- * 16-entry table of f16 pairs (c, c): a conflict-free shared load per
- * index, two of them merged by one byte permute; a word's table offsets
+ * 16-entry table of half pairs, (c, 0) for the first index of a pair and
+ * (0, c) for the second: a conflict-free shared load per index, two of
+ * them merged by one f16x2 add; a word's table offsets
  * come from two (4-bit) or four (2-bit) shift-and-masks for all its bytes
  * and one byte permute per index.  Everything stays in f16's
  * range whatever the inputs: q rows are divided by their largest entry
@@ -1098,8 +1099,14 @@ __device__ __forceinline__ tq_u32 tq_h2(float lo, float hi) {
   asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
 }
-/* (low half of a, low half of b): two table entries into one pair. */
-__device__ __forceinline__ tq_u32 tq_lo2(tq_u32 a, tq_u32 b) { return __byte_perm(a, b, 0x5410); }
+/* Two looked-up centroids as one half pair: an entry (c, 0) of table 0
+ * plus an entry (0, c') of table 1, exact, on the FMA pipe (a byte permute
+ * of two (c, c) entries ran on the busier integer pipe: 3-5% slower). */
+__device__ __forceinline__ tq_u32 tq_merge(tq_u32 a, tq_u32 b) {
+  tq_u32 r;
+  asm("add.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
 
 /* The rotated channel of q and key that mma k slot e (0..3: channels 2c,
  * 2c+1, 2c+8, 2c+9 of the step) of lane quad position c takes in step kb:
@@ -1141,15 +1148,17 @@ __device__ __forceinline__ tq_u32 tq_look(const tq_u32 *tab, tq_u32 offs, int k)
 }
 /* The centroid pair of mma k slots 2c + 8 half and 2c + 8 half + 1 in
  * step kb, from a lane's key words w (tq_key_chan's order). */
-__device__ __forceinline__ tq_u32 tq_key_pair(const tq_u32 *tab, const tq_u32 *w, int kb, int half) {
+__device__ __forceinline__ tq_u32 tq_key_pair(const tq_u32 (*tab)[1 << TQ_KB], const tq_u32 *w, int kb,
+                                              int half) {
 #if TQ_KB == 4
   const tq_u32 x = w[kb / 2];
   const int k = (2 * kb) % 4 + half; /* byte 2 kb + half */
-  return tq_lo2(tq_look(tab, tq_offsets(x, 0, 4), k), tq_look(tab, tq_offsets(x, 1, 4), k));
+  return tq_merge(tq_look(tab[0], tq_offsets(x, 0, 4), k), tq_look(tab[1], tq_offsets(x, 1, 4), k));
 #else
   const tq_u32 x = w[kb / 4];
   const int k = kb % 4; /* byte kb, indices 2 half and 2 half + 1 */
-  return tq_lo2(tq_look(tab, tq_offsets(x, 2 * half, 2), k), tq_look(tab, tq_offsets(x, 2 * half + 1, 2), k));
+  return tq_merge(tq_look(tab[0], tq_offsets(x, 2 * half, 2), k),
+                  tq_look(tab[1], tq_offsets(x, 2 * half + 1, 2), k));
 #endif
 }
 /* The transpose of an 8 x 8 matrix of halves held one pair a lane (row
@@ -1168,7 +1177,7 @@ struct tq_fast_smem {
   tq_u32 k[TQ_WARPS][2][TQ_CHUNK * TQ_KSW];
   tq_u32 v[TQ_WARPS][2][TQ_CHUNK * TQ_VSW];
 #if TQ_DMMA
-  tq_u32 kh[1 << TQ_KB], vh[1 << TQ_VB]; /* centroids as f16 pairs (c, c) */
+  tq_u32 kh[2][1 << TQ_KB], vh[2][1 << TQ_VB]; /* centroids as (c, 0) and (0, c) */
   float qs[TQ_RQ];                       /* largest |q| of each row */
 #else
   float4 q[TQ_D]; /* q[j]: channel j of the block's four rows */
@@ -1267,8 +1276,14 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
   tq_cp_commit();
 
 #if TQ_DMMA
-  if (tid < (1 << TQ_KB)) s.kh[tid] = tq_h2(tq_k_cb[tid], tq_k_cb[tid]);
-  if (tid < (1 << TQ_VB)) s.vh[tid] = tq_h2(tq_v_cb[tid], tq_v_cb[tid]);
+  if (tid < (1 << TQ_KB)) {
+    s.kh[0][tid] = tq_h2(tq_k_cb[tid], 0.f);
+    s.kh[1][tid] = tq_h2(0.f, tq_k_cb[tid]);
+  }
+  if (tid < (1 << TQ_VB)) {
+    s.vh[0][tid] = tq_h2(tq_v_cb[tid], 0.f);
+    s.vh[1][tid] = tq_h2(0.f, tq_v_cb[tid]);
+  }
 #else
   if (tid < (1 << TQ_KB)) s.kcb[tid] = tq_k_cb[tid];
   if (tid < (1 << TQ_VB)) s.vcb[tid] = tq_v_cb[tid];
@@ -1466,11 +1481,13 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
         tq_u32 e[4][2];
 #pragma unroll
         for (int t = 0; t < 4; t++) {
-          e[t][0] = tq_look(s.vh, tq_offsets(w[t][by / 4], lo, TQ_VB), k);
-          e[t][1] = tq_look(s.vh, tq_offsets(w[t][by / 4], lo + 1, TQ_VB), k);
+          /* tokens 2c + 1 and 2c + 9 take the pairs' high halves */
+          const tq_u32 *tab = s.vh[t & 1];
+          e[t][0] = tq_look(tab, tq_offsets(w[t][by / 4], lo, TQ_VB), k);
+          e[t][1] = tq_look(tab, tq_offsets(w[t][by / 4], lo + 1, TQ_VB), k);
         }
-        tq_mma_h(o[mt], tq_lo2(e[0][0], e[1][0]), tq_lo2(e[0][1], e[1][1]), tq_lo2(e[2][0], e[3][0]),
-                 tq_lo2(e[2][1], e[3][1]), pb[kk][0], pb[kk][1]);
+        tq_mma_h(o[mt], tq_merge(e[0][0], e[1][0]), tq_merge(e[0][1], e[1][1]),
+                 tq_merge(e[2][0], e[3][0]), tq_merge(e[2][1], e[3][1]), pb[kk][0], pb[kk][1]);
       }
     }
 #else
