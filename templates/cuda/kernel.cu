@@ -2365,10 +2365,11 @@ __device__ void tq_prefill_mma(const tq_kargs &a) {
 #else
 #define TQ_ATTEND tq_attend
 #endif
-/* The tensor-core decode at 4 blocks an SM (127 registers, no spills):
- * its natural 155 registers leave 3 blocks, whose schedulers sat idle half
- * the time; 5 blocks (96 registers) was the best before the scores became
- * S^T and is now 0-5% slower than 4 (bench/RESULTS.md). */
+/* The tensor-core decode at 4 blocks an SM (128 registers; 16 bytes of
+ * spills, two reloads a chunk): its natural count leaves 3 blocks, whose
+ * schedulers sat idle half the time; 5 blocks (96 registers) was the best
+ * before the scores became S^T and is now 0-5% slower than 4
+ * (bench/RESULTS.md). */
 #ifndef TQ_DECODE_BLOCKS /* TQ_NVRTC_OPTIONS=-DTQ_DECODE_BLOCKS=n tries others */
 #if TQ_FAST && TQ_DMMA
 #define TQ_DECODE_BLOCKS 4
