@@ -4,13 +4,17 @@
 #include "cuda_plan.h"
 
 #include "core.h"
+#include "emit.h"
 
 #define THREADS 128 /* TQ_THREADS */
 #define ROWS 4      /* TQ_RQ */
 /* Blocks of the split kernel a device runs at once when the backend could
- * not ask: an H100's 132 SMs, five decode blocks each. */
+ * not ask the driver (the CUDA backend asks it before every plan it
+ * launches): an H100's 132 SMs at five decode blocks each, as the decode
+ * was when this was set; it holds four now. */
 #define DEFAULT_SLOTS 660
-/* The same for the tensor-core encode: 132 SMs, four blocks each. */
+/* The same for the tensor-core encode: 132 SMs at four blocks each (the
+ * encode's registers allow three). */
 #define ENCODE_DEFAULT_SLOTS 528
 #define MAX_SPLITS 64     /* the reduce kernel merges at most 64 */
 #define MIN_SLICE 64      /* tokens per split, at least */
@@ -64,22 +68,14 @@ static unsigned mma_shared_bytes(const tq_variant *v, int shared_limit) {
   return shared_limit <= 0 || three <= (unsigned)shared_limit ? three : fixed + 2 * tile;
 }
 
-/* The template's TQ_EMMA: encode on tensor cores, 16 vectors a warp, a
- * lane's quarter vector (d/4 channels) filling whole index words. */
-#define ENCODE_WARP_VECTORS 16
-static int encode_mma(const tq_variant *v) {
-  int d = v->head_dim;
-  return v->outlier_count == 0 && !v->qjl && v->value_method == TQ_VALUE_TQ &&
-         v->dtype != TQ_F32 && (d == 32 || d == 64 || d == 128) &&
-         d / 4 * v->key_bits % 32 == 0 && d / 4 * v->value_bits % 32 == 0;
-}
+#define ENCODE_WARP_VECTORS 16 /* the tensor-core encode's (tqg_cuda_encode_mma) */
 
 /* The template's TQ_EFAST: encode in registers, a vector on d / lane_ch
  * lanes of lane_ch channels, whose index bits fill whole words. */
 static int encode_lane_channels(int d) { return d < 256 ? 16 : 32; }
 static int encode_fast(const tq_variant *v) {
   int d = v->head_dim, ch = encode_lane_channels(d);
-  return !encode_mma(v) && v->outlier_count == 0 && !v->qjl &&
+  return !tqg_cuda_encode_mma(v) && v->outlier_count == 0 && !v->qjl &&
          v->value_method == TQ_VALUE_TQ && d >= 32 && d <= 256 && (d & (d - 1)) == 0 &&
          ch * v->key_bits % 32 == 0 && ch * v->value_bits % 32 == 0;
 }
@@ -118,7 +114,7 @@ int tq_cuda_plan(const tq_variant *v, tq_op op, const tq_kargs *a, int shared_li
     return 0;
   if (op == TQ_OP_ENCODE || op == TQ_OP_DEQUANT) {
     steps[0].entry = op == TQ_OP_ENCODE ? "encode" : "dequant";
-    if (op == TQ_OP_ENCODE && encode_mma(v)) {
+    if (op == TQ_OP_ENCODE && tqg_cuda_encode_mma(v)) {
       /* One wave: each warp takes groups of 16 vectors a grid apart. */
       long per_block = THREADS / 32 * ENCODE_WARP_VECTORS;
       long need = ((long)a->n_tokens * a->kv_heads + per_block - 1) / per_block;

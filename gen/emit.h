@@ -25,6 +25,11 @@ tq_status tqg_emit_c(const tq_variant *v, const char *origin, tqg_source *out,
  * entry points extern "C" tqk_<name>_<op> and _reduce. */
 tq_status tqg_emit_cuda(const tq_variant *v, const char *origin,
                         tqg_source *out, char *err, size_t errn);
+/* Whether v's CUDA encode runs on tensor cores (the template's TQ_EMMA: 16
+ * vectors a warp, a lane's quarter vector, d/4 channels, filling whole
+ * index words): the prelude emits the cell grids it searches, and the
+ * launch plan sizes its grid. */
+int tqg_cuda_encode_mma(const tq_variant *v);
 
 /* The WGSL module of one variant in one flavour (templates/wgsl/kernel.wgsl;
  * entry points encode, decode, prefill, reduce, dequant).  emit_wgsl.h has

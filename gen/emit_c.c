@@ -183,7 +183,8 @@ tq_status tqg_emit_prelude(const tq_variant *variant, const char *origin,
   if (v->value_method == TQ_VALUE_TQ) codebook(s, "tq_v", &t.value_cb, expand);
   if (v->outlier_count && v->outlier_bits != TQ_OUTLIER_F16)
     codebook(s, "tq_out", &t.outlier_cb, expand);
-  if (!strcmp(backend, "cuda")) { /* only the CUDA encode searches by a grid */
+  /* The tensor-core CUDA encode alone searches by a grid. */
+  if (!strcmp(backend, "cuda") && tqg_cuda_encode_mma(v)) {
     grid(s, "K", "k", k.main.bits > 0 ? &t.key_cb : NULL, k.main.dim);
     grid(s, "V", "v", v->value_method == TQ_VALUE_TQ ? &t.value_cb : NULL, val.main.dim);
   }

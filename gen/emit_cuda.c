@@ -15,6 +15,13 @@ static const char cuda_types[] =
     "typedef int int32_t;\ntypedef unsigned long size_t;\n"
     "#endif\n";
 
+int tqg_cuda_encode_mma(const tq_variant *v) {
+  int d = v->head_dim;
+  return v->outlier_count == 0 && !v->qjl && v->value_method == TQ_VALUE_TQ &&
+         v->dtype != TQ_F32 && (d == 32 || d == 64 || d == 128) &&
+         d / 4 * v->key_bits % 32 == 0 && d / 4 * v->value_bits % 32 == 0;
+}
+
 tq_status tqg_emit_cuda(const tq_variant *v, const char *origin,
                         tqg_source *s, char *err, size_t errn) {
   char sym[200];
