@@ -7,7 +7,7 @@
 #include "core.h"
 #include "cuda_plan.h"
 
-#define H100_SLOTS 660     /* 132 SMs, five decode blocks each */
+#define H100_SLOTS 660     /* 132 SMs at five blocks each (the plan's default) */
 #define H100_SHARED 232448 /* opt-in shared memory a block, bytes */
 #define A100_SHARED 166912
 

@@ -112,6 +112,11 @@ __device__ __forceinline__ int tq_channel(const tq_u16 *perm, int i) {
   return perm ? perm[i] : i;
 }
 
+/* Cache tokens query row `row` (token row / TQ_G of the op's n_tokens)
+ * attends to causally, of len in the cache; 0 past the last row. */
+__device__ __forceinline__ int tq_row_context(const tq_kargs &a, int len, int row, int rows) {
+  return row < rows ? len - a.n_tokens + row / TQ_G + 1 : 0;
+}
 __device__ __forceinline__ const tq_u16 *tq_perm(const tq_kargs &a, int h) {
   return a.channel_perm ? a.channel_perm + (size_t)h * TQ_D : 0;
 }
@@ -1353,7 +1358,7 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
   for (int e = 0; e < 2; e++) {
     const int r = 2 * c + e, row = r0 + r;
     qs[e] = r < TQ_RQ ? s.qs[r] : 0.f;
-    ctx[e] = r < TQ_RQ && row < rows ? len - a.n_tokens + row / TQ_G + 1 : 0;
+    ctx[e] = r < TQ_RQ ? tq_row_context(a, len, row, rows) : 0;
   }
   /* Lane state: rows 2c and 2c + 1's maxima and partial sums, and O^T's
    * accumulators, whose unit is `unit` (the true output is o * unit). */
@@ -1363,10 +1368,7 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
   for (int j = tid; j < TQ_D; j += blockDim.x)
     s.q[j] = make_float4(s.rot[0][j], s.rot[1][j], s.rot[2][j], s.rot[3][j]);
   int ctx[TQ_RQ];
-  for (int r = 0; r < TQ_RQ; r++) {
-    const int row = r0 + r;
-    ctx[r] = row < rows ? len - a.n_tokens + row / TQ_G + 1 : 0;
-  }
+  for (int r = 0; r < TQ_RQ; r++) ctx[r] = tq_row_context(a, len, r0 + r, rows);
   __syncthreads();
   const int sub = lane / TQ_VW, word = lane % TQ_VW;
 
