@@ -426,6 +426,7 @@ __device__ __forceinline__ void tq_encode_vec(const tq_kargs &a, const tq_efast_
 #define TQ_EVW 16          /* vectors of a warp */
 #define TQ_ECELLS (TQ_K_GRID > TQ_V_GRID ? TQ_K_GRID : TQ_V_GRID)
 #define TQ_EMAGIC 0x4b400000u /* bits of 1.5 * 2^23: + it rounds to an integer */
+#define TQ_EBATCH 8           /* grid loads in flight a lane (divides 4 TQ_ENB) */
 struct tq_emma_smem {
   tq_u32 mask[4][TQ_EQW]; /* sign bits of each quarter's half pairs */
   uint4 grid[TQ_ECELLS > 0 ? TQ_ECELLS : 1]; /* threshold, base, c^2 below, c^2 above */
@@ -474,7 +475,8 @@ __device__ __forceinline__ void tq_encode_rows(const tq_kargs &a, const tq_emma_
                                                const tq_u32 (&w)[2][TQ_EQW],
                                                const tq_u32 (&mask)[TQ_EQW], void *cache,
                                                int bytes, int idx_off, int scale_off,
-                                               float gscale, float goffset, int b, int vec0) {
+                                               float gscale, float goffset, int b, int pos0,
+                                               int vec0) {
   const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int n = a.n_tokens * a.kv_heads;
   tq_u32 hb[4];
@@ -517,37 +519,54 @@ __device__ __forceinline__ void tq_encode_rows(const tq_kargs &a, const tq_emma_
     tq_u32 word[words];
     for (int k = 0; k < words; k++) word[k] = 0u;
     float c2s[2] = {0.f, 0.f}; /* even and odd channels' sums */
-    for (int blk = 0; blk < TQ_ENB; blk++)
-      for (int nt = 0; nt < 2; nt++)
-        for (int e = 0; e < 2; e++) {
-          const float x = acc[blk][nt][2 * r + e];
-          unsigned idx;
-          if (cells) {
-            /* u's cell: the integer nearest u, by adding 1.5 * 2^23; NaN
-             * and anything past the grid land in its last cell. */
-            const float u = fmaf(x, zs, goffset);
-            const unsigned cell = min(__float_as_uint(u + 12582912.f) - TQ_EMAGIC,
-                                      (unsigned)cells - 1u);
-            const uint4 c = s.grid[cell];
-            const bool up = u >= __uint_as_float(c.x);
-            c2s[e] += __uint_as_float(up ? c.w : c.z);
-            idx = c.y + up;
+    /* The row's 4 d/16 coordinates j = 4 blk + 2 nt + e in batches whose
+     * grid loads are all issued before the first comparison: one at a time,
+     * each load's latency would stand in the chain of the next. */
+    for (int j0 = 0; j0 < 4 * TQ_ENB; j0 += TQ_EBATCH) {
+      float u[TQ_EBATCH];
+      uint4 c[TQ_EBATCH];
+      for (int q = 0; q < TQ_EBATCH; q++) {
+        const int j = j0 + q;
+        const float x = acc[j / 4][j / 2 % 2][2 * r + j % 2];
+        if (cells) {
+          /* u's cell: the integer nearest u, by adding 1.5 * 2^23; NaN
+           * and anything past the grid land in its last cell. */
+          u[q] = fmaf(x, zs, goffset);
+          const unsigned cell = min(__float_as_uint(u[q] + 12582912.f) - TQ_EMAGIC,
+                                    (unsigned)cells - 1u);
+          if (TQ_NC) {
+            c[q] = s.grid[cell];
           } else {
-            float c;
-            idx = tq_search<bits>(x * z, s.bnd, s.cb, c);
-            c2s[e] = fmaf(c, c, c2s[e]);
+            const uint2 xy = *(const uint2 *)&s.grid[cell];
+            c[q] = make_uint4(xy.x, xy.y, 0u, 0u);
           }
-          const int j = 4 * blk + 2 * nt + e, k = j * bits / 32, sh = j * bits % 32;
-          word[k] |= idx << sh; /* docs/FORMAT.md bit order */
-          if (sh + bits > 32) word[k + 1] |= idx >> (32 - sh);
+        } else {
+          u[q] = x * z;
         }
+      }
+      for (int q = 0; q < TQ_EBATCH; q++) {
+        const int j = j0 + q, e = j % 2, k = j * bits / 32, sh = j * bits % 32;
+        unsigned idx;
+        if (cells) {
+          const bool up = u[q] >= __uint_as_float(c[q].x);
+          if (TQ_NC) c2s[e] += __uint_as_float(up ? c[q].w : c[q].z);
+          idx = c[q].y + up;
+        } else {
+          float cv;
+          idx = tq_search<bits>(u[q], s.bnd, s.cb, cv);
+          c2s[e] = fmaf(cv, cv, c2s[e]);
+        }
+        word[k] |= idx << sh; /* docs/FORMAT.md bit order */
+        if (sh + bits > 32) word[k + 1] |= idx >> (32 - sh);
+      }
+    }
     float c2 = c2s[0] + c2s[1];
     c2 += __shfl_xor_sync(TQ_FULL, c2, 1);
     c2 += __shfl_xor_sync(TQ_FULL, c2, 2);
     const int vec = vec0 + g + 8 * r;
     if (vec >= n) continue;
     const int i = vec / a.kv_heads, h = vec % a.kv_heads;
-    tq_u8 *slot = tq_slot(a, cache, bytes, b, h, a.seq_lens[b] - a.n_tokens + i);
+    tq_u8 *slot = tq_slot(a, cache, bytes, b, h, pos0 + i);
     tq_u32 *dst = (tq_u32 *)(slot + idx_off) + t * words;
     for (int k = 0; k < words; k++) dst[k] = word[k];
     if (t == 0)
@@ -567,45 +586,59 @@ extern "C" __global__ void {{SYM}}_encode(const tq_kargs a) {
 #if TQ_EMMA
   __shared__ tq_emma_smem s;
   const bool value = blockIdx.y;
-  for (int j = threadIdx.x; j < 4 * TQ_EQW; j += blockDim.x) {
-    const int ch = j / TQ_EQW * (TQ_D / 4) + 2 * (j % TQ_EQW);
-    s.mask[j / TQ_EQW][j % TQ_EQW] = (TQ_MAIN_SIGNS[ch] < 0.f ? 0x8000u : 0u) |
-                                     (TQ_MAIN_SIGNS[ch + 1] < 0.f ? 0x80000000u : 0u);
-  }
-  const int cells = value ? TQ_V_GRID : TQ_K_GRID;
-  const tq_u32 *grid = value ? tq_v_grid : tq_k_grid;
-  for (int j = threadIdx.x; j < 4 * cells; j += blockDim.x) ((tq_u32 *)s.grid)[j] = grid[j];
-  if (!cells) {
-    const int levels = 1 << (value ? TQ_VB : TQ_KB);
-    const float *cb = value ? tq_v_cb : tq_k_cb, *bnd = value ? tq_v_bnd : tq_k_bnd;
-    for (int j = threadIdx.x; j < levels; j += blockDim.x) {
-      s.cb[j] = cb[j];
-      if (j < levels - 1) s.bnd[j] = bnd[j];
-    }
-  }
-  __syncthreads();
   const int n = a.n_tokens * a.kv_heads, groups = (n + TQ_EVW - 1) / TQ_EVW;
   const int stride = gridDim.x * TQ_WARPS, b = blockIdx.z, warp = threadIdx.x / 32;
   const tq_act *src = (const tq_act *)(value ? a.v : a.k);
+  const int cells = value ? TQ_V_GRID : TQ_K_GRID;
+  const tq_u32 *grid = value ? tq_v_grid : tq_k_grid;
+  const int pos0 = a.seq_lens[b] - a.n_tokens; /* the first new token's position */
+  int grp = blockIdx.x * TQ_WARPS + warp;
+  /* Every global read of the set-up is in flight before the first wait:
+   * the signs and the grid words (ahead of the bulk), then the warp's first
+   * group, all into registers; the shared stores and the barrier follow. */
+  const int j = threadIdx.x;
+  static_assert(4 * TQ_EQW <= TQ_THREADS, "a sign pair a thread");
+  float sign[2] = {1.f, 1.f};
+  if (j < 4 * TQ_EQW) {
+    const int ch = j / TQ_EQW * (TQ_D / 4) + 2 * (j % TQ_EQW);
+    sign[0] = TQ_MAIN_SIGNS[ch];
+    sign[1] = TQ_MAIN_SIGNS[ch + 1];
+  }
+  tq_u32 gw[TQ_ECELLS > 0 ? (4 * TQ_ECELLS + TQ_THREADS - 1) / TQ_THREADS : 1];
+  for (int q = 0; q < (int)(sizeof gw / sizeof gw[0]); q++)
+    gw[q] = j + q * TQ_THREADS < 4 * cells ? grid[j + q * TQ_THREADS] : 0u;
+  tq_u32 w[2][TQ_EQW];
+  if (grp < groups) tq_encode_load(a, src, b, grp * TQ_EVW, w);
+  if (j < 4 * TQ_EQW)
+    s.mask[j / TQ_EQW][j % TQ_EQW] =
+        (sign[0] < 0.f ? 0x8000u : 0u) | (sign[1] < 0.f ? 0x80000000u : 0u);
+  for (int q = 0; q < (int)(sizeof gw / sizeof gw[0]); q++)
+    if (j + q * TQ_THREADS < 4 * cells) ((tq_u32 *)s.grid)[j + q * TQ_THREADS] = gw[q];
+  if (!cells) {
+    const int levels = 1 << (value ? TQ_VB : TQ_KB);
+    const float *cb = value ? tq_v_cb : tq_k_cb, *bnd = value ? tq_v_bnd : tq_k_bnd;
+    for (int l = j; l < levels; l += TQ_THREADS) {
+      s.cb[l] = cb[l];
+      if (l < levels - 1) s.bnd[l] = bnd[l];
+    }
+  }
+  __syncthreads();
+  if (grp >= groups) return; /* the whole warp */
   tq_u32 mask[TQ_EQW];
   for (int k = 0; k < TQ_EQW; k++) mask[k] = s.mask[threadIdx.x % 4][k];
   /* The warp's groups of 16 vectors, the next one's loads in flight while
    * this one computes. */
-  int grp = blockIdx.x * TQ_WARPS + warp;
-  if (grp >= groups) return; /* the whole warp */
-  tq_u32 w[2][TQ_EQW];
-  tq_encode_load(a, src, b, grp * TQ_EVW, w);
   for (; grp < groups; grp += stride) {
     tq_u32 next[2][TQ_EQW];
     if (grp + stride < groups) tq_encode_load(a, src, b, (grp + stride) * TQ_EVW, next);
     if (value)
       tq_encode_rows<TQ_VB, TQ_V_GRID>(a, s, w, mask, a.v_cache, TQ_V_BYTES, TQ_V_IDX,
                                        TQ_V_SCALE, TQ_V_GRID_SCALE, TQ_V_GRID_OFFSET, b,
-                                       grp * TQ_EVW);
+                                       pos0, grp * TQ_EVW);
     else
       tq_encode_rows<TQ_KB, TQ_K_GRID>(a, s, w, mask, a.k_cache, TQ_K_BYTES, TQ_K_IDX,
                                        TQ_K_SCALE, TQ_K_GRID_SCALE, TQ_K_GRID_OFFSET, b,
-                                       grp * TQ_EVW);
+                                       pos0, grp * TQ_EVW);
     for (int r = 0; r < 2; r++)
       for (int k = 0; k < TQ_EQW; k++) w[r][k] = next[r][k];
   }
