@@ -10,12 +10,12 @@
 #define ROWS 4      /* TQ_RQ */
 /* Blocks of the split kernel a device runs at once when the backend could
  * not ask the driver (the CUDA backend asks it before every plan it
- * launches): an H100's 132 SMs at five decode blocks each, as the decode
- * was when this was set; it holds four now. */
-#define DEFAULT_SLOTS 660
-/* The same for the tensor-core encode: 132 SMs at four blocks each (the
- * encode's registers allow three). */
-#define ENCODE_DEFAULT_SLOTS 528
+ * launches): an H100's 132 SMs at four decode blocks each, the template's
+ * __launch_bounds__ (TQ_DECODE_BLOCKS). */
+#define DEFAULT_SLOTS 528
+/* The same for the tensor-core encode: 132 SMs at three blocks each (its
+ * 168 registers a thread). */
+#define ENCODE_DEFAULT_SLOTS 396
 #define MAX_SPLITS 64     /* the reduce kernel merges at most 64 */
 #define MIN_SLICE 64      /* tokens per split, at least */
 #define MAX_SLICE 8192    /* tokens per split, at most where the splits allow */

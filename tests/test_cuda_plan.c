@@ -7,7 +7,7 @@
 #include "core.h"
 #include "cuda_plan.h"
 
-#define H100_SLOTS 660     /* 132 SMs at five blocks each (the plan's default) */
+#define H100_SLOTS 528     /* 132 SMs at four decode blocks each (the plan's default) */
 #define H100_SHARED 232448 /* opt-in shared memory a block, bytes */
 #define A100_SHARED 166912
 
@@ -64,10 +64,10 @@ int main(void) {
   tq_variant v;
   fast_variant(&v);
 
-  /* B = 8 (64 blocks a split): 10 splits fill 640 of an H100's 660 slots;
+  /* B = 8 (64 blocks a split): 8 splits fill 512 of an H100's 528 slots;
    * an unknown device plans as an H100. */
-  check_decode(&v, args(8, 8, 1, 16384), H100_SLOTS, 10);
-  check_decode(&v, args(8, 8, 1, 16384), 0, 10);
+  check_decode(&v, args(8, 8, 1, 16384), H100_SLOTS, 8);
+  check_decode(&v, args(8, 8, 1, 16384), 0, 8);
   /* An A100 (108 SMs, four blocks each) and a small device. */
   check_decode(&v, args(8, 8, 1, 16384), 432, 6);
   check_decode(&v, args(32, 8, 1, 16384), H100_SLOTS, 2);
@@ -98,12 +98,13 @@ int main(void) {
 
   /* Encode: no splits, no workspace.  On tensor cores (f16, d = 128) the
    * grid fills the slots once, keys and values: 4096 tokens x 8 heads are
-   * 512 blocks' worth of 64 vectors, 264 of them fill 528 slots; a short
-   * append takes only the blocks it needs. */
+   * 512 blocks' worth of 64 vectors, 198 of them fill an H100's 396 encode
+   * slots (three blocks an SM, the default), 264 fill 528; a short append
+   * takes only the blocks it needs. */
   CHECK(tq_cuda_plan(&v, TQ_OP_ENCODE, &a, H100_SHARED, 528, st) == 1);
   CHECK(st[0].grid[0] == 264 && st[0].grid[1] == 2 && st[0].grid[2] == 1);
   CHECK(st[0].block[0] == 128);
-  CHECK(tq_cuda_plan(&v, TQ_OP_ENCODE, &a, H100_SHARED, 0, st) == 1 && st[0].grid[0] == 264);
+  CHECK(tq_cuda_plan(&v, TQ_OP_ENCODE, &a, H100_SHARED, 0, st) == 1 && st[0].grid[0] == 198);
   tq_kargs step = args(8, 8, 1, 4096);
   CHECK(tq_cuda_plan(&v, TQ_OP_ENCODE, &step, H100_SHARED, 528, st) == 1);
   CHECK(st[0].grid[0] == 1 && st[0].grid[2] == 8);
