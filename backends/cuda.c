@@ -478,23 +478,34 @@ tq_status tq_cuda_compile(const tq_variant *v, const char *arch,
   }
   snprintf(opt_arch, sizeof opt_arch, "-arch=%s%s", ptx ? "compute_" : "sm_",
            strchr(arch, '_') + 1);
-  /* IEEE arithmetic (no --use_fast_math); -lineinfo for profilers.
-   * TQ_NVRTC_OPTIONS adds options (e.g. -DTQ_UNROLL=4) for experiments. */
-  const char *opts[16] = {opt_arch, "--std=c++17", "-lineinfo"};
-  int nopts = 3;
+  /* IEEE arithmetic (no --use_fast_math); -lineinfo for profilers;
+   * --split-compile=0 runs the optimizer and ptxas on the host's threads
+   * (a variant's module is five kernels: 5.1 -> 3.2 s cold on the lent
+   * H100's host, bench/RESULTS.md); an NVRTC that rejects it compiles
+   * again without it.  TQ_NVRTC_OPTIONS adds options (e.g.
+   * -DTQ_UNROLL=4) for experiments. */
+  const char *opts[16] = {opt_arch, "--std=c++17", "-lineinfo", "--split-compile=0"};
+  int nopts = 4;
   char extra[256];
   const char *env = getenv("TQ_NVRTC_OPTIONS");
   snprintf(extra, sizeof extra, "%s", env ? env : "");
   for (char *o = strtok(extra, " "); o && nopts < 16; o = strtok(NULL, " "))
     opts[nopts++] = o;
   nvrtcProgram p = NULL;
-  nvrtcResult r = nv.CreateProgram(&p, src->text, name, 0, NULL, NULL);
-  if (r != NVRTC_SUCCESS) {
-    snprintf(err, errn, "nvrtc: cannot create program %s: %s", name,
-             nv.GetErrorString(r));
-    return r == NVRTC_ERROR_OUT_OF_MEMORY ? TQ_ERR_NOMEM : TQ_ERR_INVALID;
+  nvrtcResult r;
+  for (int attempt = 0;; attempt++) {
+    r = nv.CreateProgram(&p, src->text, name, 0, NULL, NULL);
+    if (r != NVRTC_SUCCESS) {
+      snprintf(err, errn, "nvrtc: cannot create program %s: %s", name,
+               nv.GetErrorString(r));
+      return r == NVRTC_ERROR_OUT_OF_MEMORY ? TQ_ERR_NOMEM : TQ_ERR_INVALID;
+    }
+    r = nv.CompileProgram(p, nopts, opts);
+    if (r != NVRTC_ERROR_INVALID_OPTION || attempt) break;
+    /* Again without --split-compile (opts[3]), in a new program. */
+    nv.DestroyProgram(&p);
+    opts[3] = opts[--nopts];
   }
-  r = nv.CompileProgram(p, nopts, opts);
   if (r != NVRTC_SUCCESS) {
     char *log = program_log(p);
     if (r == NVRTC_ERROR_COMPILATION && log) {
