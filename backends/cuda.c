@@ -480,9 +480,9 @@ tq_status tq_cuda_compile(const tq_variant *v, const char *arch,
            strchr(arch, '_') + 1);
   /* IEEE arithmetic (no --use_fast_math); -lineinfo for profilers;
    * --split-compile=0 runs the optimizer and ptxas on the host's threads
-   * (a variant's module is five kernels: 5.1 -> 3.2 s cold on the lent
-   * H100's host, bench/RESULTS.md); an NVRTC that rejects it compiles
-   * again without it.  TQ_NVRTC_OPTIONS adds options (e.g.
+   * (a variant's module is five kernels: about 5.5 -> 3.4 s cold on the
+   * lent H100's host, bench/RESULTS.md); where an NVRTC rejects it, the
+   * compile runs again without it.  TQ_NVRTC_OPTIONS adds options (e.g.
    * -DTQ_UNROLL=4) for experiments. */
   const char *opts[16] = {opt_arch, "--std=c++17", "-lineinfo", "--split-compile=0"};
   int nopts = 4;

@@ -519,9 +519,10 @@ __device__ __forceinline__ void tq_encode_rows(const tq_kargs &a, const tq_emma_
     tq_u32 word[words];
     for (int k = 0; k < words; k++) word[k] = 0u;
     float c2s[2] = {0.f, 0.f}; /* even and odd channels' sums */
-    /* The row's 4 d/16 coordinates j = 4 blk + 2 nt + e in batches whose
-     * grid loads are all issued before the first comparison: one at a time,
-     * each load's latency would stand in the chain of the next. */
+    /* The lane's 4 TQ_ENB coordinates of row r, j = 4 blk + 2 nt + e, in
+     * batches whose grid loads are all issued before the first comparison:
+     * one at a time, each load's latency would stand in the chain of the
+     * next (ptxas gave them all one register pair). */
     for (int j0 = 0; j0 < 4 * TQ_ENB; j0 += TQ_EBATCH) {
       float u[TQ_EBATCH];
       uint4 c[TQ_EBATCH];
@@ -604,15 +605,16 @@ extern "C" __global__ void {{SYM}}_encode(const tq_kargs a) {
     sign[0] = TQ_MAIN_SIGNS[ch];
     sign[1] = TQ_MAIN_SIGNS[ch + 1];
   }
-  tq_u32 gw[TQ_ECELLS > 0 ? (4 * TQ_ECELLS + TQ_THREADS - 1) / TQ_THREADS : 1];
-  for (int q = 0; q < (int)(sizeof gw / sizeof gw[0]); q++)
+  constexpr int gwords = TQ_ECELLS > 0 ? (4 * TQ_ECELLS + TQ_THREADS - 1) / TQ_THREADS : 1;
+  tq_u32 gw[gwords]; /* grid words of this thread */
+  for (int q = 0; q < gwords; q++)
     gw[q] = j + q * TQ_THREADS < 4 * cells ? grid[j + q * TQ_THREADS] : 0u;
   tq_u32 w[2][TQ_EQW];
   if (grp < groups) tq_encode_load(a, src, b, grp * TQ_EVW, w);
   if (j < 4 * TQ_EQW)
     s.mask[j / TQ_EQW][j % TQ_EQW] =
         (sign[0] < 0.f ? 0x8000u : 0u) | (sign[1] < 0.f ? 0x80000000u : 0u);
-  for (int q = 0; q < (int)(sizeof gw / sizeof gw[0]); q++)
+  for (int q = 0; q < gwords; q++)
     if (j + q * TQ_THREADS < 4 * cells) ((tq_u32 *)s.grid)[j + q * TQ_THREADS] = gw[q];
   if (!cells) {
     const int levels = 1 << (value ? TQ_VB : TQ_KB);
