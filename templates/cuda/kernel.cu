@@ -173,6 +173,29 @@ __device__ __forceinline__ float tq_warp_max(float x) {
   return x;
 }
 
+/* The Walsh-Hadamard transform (unnormalized) of a vector on `lanes`
+ * adjacent lanes (sub = the lane's place among them), n contiguous
+ * channels each: butterflies within the lane's channels, then one shuffle
+ * a stage across lanes, the upper lane of a pair keeping u - w. */
+template <int n, int lanes>
+__device__ __forceinline__ void tq_wht_lanes(float (&x)[n], int sub) {
+#pragma unroll
+  for (int hh = 1; hh < n; hh <<= 1)
+#pragma unroll
+    for (int e = 0; e < n; e++)
+      if (!(e & hh)) {
+        const float u = x[e], w = x[e + hh];
+        x[e] = u + w;
+        x[e + hh] = u - w;
+      }
+#pragma unroll
+  for (int m = 1; m < lanes; m <<= 1) {
+    const float sg = sub & m ? -1.f : 1.f;
+#pragma unroll
+    for (int e = 0; e < n; e++) x[e] = fmaf(x[e], sg, __shfl_xor_sync(TQ_FULL, x[e], m));
+  }
+}
+
 /* Sum over the block (every thread gets it). */
 __device__ float tq_block_sum(float v, float *scratch) {
   v = tq_warp_sum(v);
@@ -359,17 +382,7 @@ __device__ __forceinline__ void tq_encode_vec(const tq_kargs &a, const tq_efast_
 #endif
   }
   for (int e = 0; e < TQ_EL; e++) x[e] *= s.sign[j0 + e];
-  for (int hh = 1; hh < TQ_EL; hh <<= 1)
-    for (int e = 0; e < TQ_EL; e++)
-      if (!(e & hh)) {
-        const float u = x[e], w = x[e + hh];
-        x[e] = u + w;
-        x[e + hh] = u - w;
-      }
-  for (int m = 1; m < TQ_EV; m <<= 1) {
-    const float sg = sub & m ? -1.f : 1.f; /* the upper half keeps u - w */
-    for (int e = 0; e < TQ_EL; e++) x[e] = fmaf(x[e], sg, __shfl_xor_sync(TQ_FULL, x[e], m));
-  }
+  tq_wht_lanes<TQ_EL, TQ_EV>(x, sub);
   /* x is sqrt(d) times the rotated vector y; n2 = |y|^2. */
   float n2 = 0.f;
   for (int e = 0; e < TQ_EL; e++) n2 = fmaf(x[e], x[e], n2);
@@ -1347,22 +1360,7 @@ __device__ void tq_attend_fast(const tq_kargs &a) {
 #pragma unroll
       for (int i = 0; i < TQ_QPL; i++) x[i] = 0.f;
     }
-#pragma unroll
-    for (int hs = 1; hs < TQ_QPL; hs <<= 1)
-#pragma unroll
-      for (int i = 0; i < TQ_QPL; i++)
-        if (!(i & hs)) {
-          const float u = x[i], v = x[i + hs];
-          x[i] = u + v;
-          x[i + hs] = u - v;
-        }
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1)
-#pragma unroll
-      for (int i = 0; i < TQ_QPL; i++) {
-        const float y = __shfl_xor_sync(TQ_FULL, x[i], o);
-        x[i] = lane & o ? y - x[i] : x[i] + y;
-      }
+    tq_wht_lanes<TQ_QPL, 32>(x, lane);
     float mx = 0.f;
 #pragma unroll
     for (int i = 0; i < TQ_QPL; i++) {
