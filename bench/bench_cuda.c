@@ -149,7 +149,8 @@ int main(int argc, char **argv) {
    * Empty means NVIDIA's too: NVRTC 13 keeps compiled programs in the
    * driver's compute cache (CUDA_CACHE_PATH), so a source compiled by any
    * earlier process would come back in 0.1 s. */
-  char cache[] = "/tmp/tqgen-bench-cache-XXXXXX", nv_cache[64];
+  char cache[] = "/tmp/tqgen-bench-cache-XXXXXX"; /* mkdtemp's template */
+  char nv_cache[64];
   if (!mkdtemp(cache)) die(NULL, "mkdtemp");
   setenv("XDG_CACHE_HOME", cache, 1);
   snprintf(nv_cache, sizeof nv_cache, "%s/nv", cache);

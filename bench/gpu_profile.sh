@@ -17,7 +17,8 @@ export LD_LIBRARY_PATH="$PWD/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export XDG_CACHE_HOME=/tmp/tqgen-gpu-cache
 # The clocks stay as they are (--clock-control none); the kernel's fifth
 # launch (after the warm-up launches).
-ncu --clock-control none --kernel-name regex:"_${KERNEL}\$" --launch-skip 4 --launch-count 1 \
+pick=(--clock-control none --kernel-name regex:"_${KERNEL}\$" --launch-skip 4 --launch-count 1)
+ncu "${pick[@]}" \
     --section SpeedOfLight --section Occupancy --section LaunchStats \
     --section WarpStateStats --section SchedulerStats --section InstructionStats \
     --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
@@ -27,8 +28,7 @@ if [ "${STALLS:-0}" = 1 ]; then
   # Stall samples by SASS line (bench/ncu_stalls.py): a second profile with
   # the source counters, written as $OUT/stalls_KERNEL_B_CTX.csv.
   rep="$OUT/stalls_${KERNEL}_${B}_${CTX}"
-  ncu --clock-control none --kernel-name regex:"_${KERNEL}\$" --launch-skip 4 --launch-count 1 \
-      --section SourceCounters --import-source no -o "$rep" -f \
+  ncu "${pick[@]}" --section SourceCounters --import-source no -o "$rep" -f \
       .gpu/bench_cuda --shape "$B" "$CTX" > /dev/null 2>&1
   ncu --import "$rep.ncu-rep" --page source --csv --print-source sass > "$rep.csv" 2> /dev/null
   rm -f "$rep.ncu-rep"

@@ -3,9 +3,9 @@
 -- take the dense rotation and the generic kernels), groups 1, 3 and 8, 2- to
 -- 8-bit widths (8-bit keys at head_dim 32 take the tensor-core encode's
 -- boundary search, where no cell grid fits), raw f16 outliers, min-max
--- values, norm correction, QJL, and
--- pages of 8 tokens (a divisor of 32, the fast path's chunk) and 48 (neither
--- a divisor nor a multiple: the generic kernel).  Every GPU backend verifies
+-- values, norm correction, QJL, and pages of 8 tokens (a divisor of 32, the
+-- fast path's chunk) and 48 (neither a divisor nor a multiple: the generic
+-- kernel).  Every GPU backend verifies
 -- it (cuda, then vulkan and wgsl in their sections).
 return family {
   name = "gpu_shapes",
